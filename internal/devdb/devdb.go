@@ -1,0 +1,98 @@
+// Package devdb provides scratch databases on a PostgreSQL server: the "dev
+// database" Atlas and ent need to replay migrations and compute diffs. The
+// server is the one named by a URL, or a throwaway local cluster.
+package devdb
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/lib/pq"
+
+	"github.com/klozd/api/internal/pgcluster"
+)
+
+// Server creates and drops scratch databases. Close it when done.
+type Server struct {
+	url     *url.URL
+	db      *sql.DB
+	cluster *pgcluster.Cluster
+}
+
+// Connect uses the server of rawURL, which needs the CREATEDB privilege, or
+// with an empty rawURL starts a throwaway local cluster (see [pgcluster]).
+func Connect(ctx context.Context, rawURL string) (*Server, error) {
+	s := &Server{}
+	if rawURL == "" {
+		c, err := pgcluster.Start(ctx, pgcluster.Options{})
+		if err != nil {
+			return nil, err
+		}
+		s.cluster = c
+		rawURL = c.URL("postgres")
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("devdb: parse dev URL: %w", err)
+	}
+	s.url = u
+	if s.db, err = sql.Open("postgres", rawURL); err == nil {
+		err = s.db.PingContext(ctx)
+	}
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("devdb: connect to dev server %s: %w", u.Redacted(), err)
+	}
+	return s, nil
+}
+
+// Cluster returns the local cluster Connect started, or nil.
+func (s *Server) Cluster() *pgcluster.Cluster { return s.cluster }
+
+// Create makes an empty database and returns its URL and a function that
+// drops it.
+func (s *Server) Create(ctx context.Context, prefix string) (string, func(), error) {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := prefix + "_" + hex.EncodeToString(b[:])
+	if _, err := s.db.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(name)); err != nil {
+		return "", nil, fmt.Errorf("devdb: create database %s: %w", name, err)
+	}
+	u := *s.url
+	u.Path = "/" + name
+	drop := func() {
+		_, _ = s.db.ExecContext(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+pq.QuoteIdentifier(name)+" WITH (FORCE)")
+	}
+	return u.String(), drop, nil
+}
+
+// Close closes the connection and stops the local cluster, if any.
+func (s *Server) Close() {
+	if s.db != nil {
+		_ = s.db.Close()
+	}
+	if s.cluster != nil {
+		_ = s.cluster.Stop()
+	}
+}
+
+// WithParam returns rawURL with the query parameter key set to value.
+func WithParam(rawURL, key, value string) (string, error) {
+	if !strings.Contains(rawURL, "://") {
+		return "", fmt.Errorf("devdb: %q is not a postgres:// URL", rawURL)
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", fmt.Errorf("devdb: parse URL: %w", err)
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}

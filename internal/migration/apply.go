@@ -1,0 +1,185 @@
+package migration
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"ariga.io/atlas/sql/migrate"
+	"ariga.io/atlas/sql/postgres"
+	"ariga.io/atlas/sql/schema"
+)
+
+// lockName is the advisory lock the Atlas CLI takes around "migrate apply";
+// taking the same one keeps dbctl and the CLI from running at once.
+const lockName = "atlas_migrate_execute"
+
+// OperatorVersion is written to the operator_version column of each revision.
+const OperatorVersion = "klozd dbctl"
+
+// ApplyOptions configure [Apply]. The zero value applies every pending file.
+type ApplyOptions struct {
+	// RevisionsSchema holds the revisions table. Default: [DefaultRevisionsSchema].
+	RevisionsSchema string
+	// Baseline, on a database with no revisions, records this version as
+	// already applied and starts after it, as "atlas migrate apply --baseline".
+	Baseline string
+	// LockTimeout bounds the wait for a concurrent run to finish. Default: 10s.
+	LockTimeout time.Duration
+	// Logger receives Atlas's execution log. Default: none.
+	Logger migrate.Logger
+}
+
+// ApplyReport tells what [Apply] did.
+type ApplyReport struct {
+	// Applied lists the files applied, in order.
+	Applied []migrate.File
+}
+
+// ErrLocked is returned by [Apply] when another run holds the migration
+// lock for longer than the lock timeout.
+var ErrLocked = errLocked
+
+// FileError is returned by [Apply] when a statement of a file fails. The
+// file's transaction is rolled back, earlier files stay applied, and the
+// error is recorded in its revision as the Atlas CLI does.
+type FileError struct {
+	File string // file name
+	Stmt string // the failing statement
+	Err  error  // the database error
+}
+
+func (e *FileError) Error() string {
+	return fmt.Sprintf("migration: %s: statement failed: %v\n\tstatement: %s", e.File, e.Err, e.Stmt)
+}
+
+func (e *FileError) Unwrap() error { return e.Err }
+
+// Apply validates atlas.sum, then applies the pending files of dir to db,
+// each in its own transaction together with its revision row, under the
+// advisory lock the Atlas CLI uses. Running it again is a no-op.
+func Apply(ctx context.Context, db *sql.DB, dir migrate.Dir, opts ApplyOptions) (*ApplyReport, error) {
+	if err := Validate(dir); err != nil {
+		return nil, err
+	}
+	drv, err := postgres.Open(db)
+	if err != nil {
+		return nil, fmt.Errorf("migration: open database: %w", err)
+	}
+	timeout := opts.LockTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	unlock, err := drv.(schema.Locker).Lock(ctx, lockName, timeout)
+	if errors.Is(err, schema.ErrLocked) {
+		return nil, fmt.Errorf("%w (waited %s)", ErrLocked, timeout)
+	} else if err != nil {
+		return nil, fmt.Errorf("migration: take migration lock: %w", err)
+	}
+	defer func() { _ = unlock() }()
+
+	revs := NewRevisions(db, opts.RevisionsSchema)
+	if err := revs.Init(ctx); err != nil {
+		return nil, err
+	}
+	ex, err := newExecutor(drv, dir, revs, opts, false)
+	if err != nil {
+		return nil, err
+	}
+	pending, err := ex.Pending(ctx)
+	if errors.Is(err, migrate.ErrNoPendingFiles) {
+		return &ApplyReport{}, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("migration: find pending files: %w", err)
+	}
+	report := &ApplyReport{}
+	for _, f := range pending {
+		if err := applyFile(ctx, db, dir, f, opts); err != nil {
+			return report, err
+		}
+		report.Applied = append(report.Applied, f)
+	}
+	return report, nil
+}
+
+func newExecutor(drv migrate.Driver, dir migrate.Dir, revs *Revisions, opts ApplyOptions, dirty bool) (*migrate.Executor, error) {
+	xo := []migrate.ExecutorOption{migrate.WithOperatorVersion(OperatorVersion), migrate.WithAllowDirty(dirty)}
+	if opts.Baseline != "" {
+		xo = append(xo, migrate.WithBaselineVersion(opts.Baseline))
+	}
+	if opts.Logger != nil {
+		xo = append(xo, migrate.WithLogger(opts.Logger))
+	}
+	ex, err := migrate.NewExecutor(drv, dir, revs, xo...)
+	if err != nil {
+		return nil, fmt.Errorf("migration: %w", err)
+	}
+	return ex, nil
+}
+
+// applyFile runs one file and its revision writes in one transaction. On a
+// failing statement the transaction is rolled back and the error is recorded
+// in the file's revision outside it, with nothing applied.
+func applyFile(ctx context.Context, db *sql.DB, dir migrate.Dir, f migrate.File, opts ApplyOptions) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migration: %s: begin: %w", f.Name(), err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	drv, err := postgres.Open(tx)
+	if err != nil {
+		return fmt.Errorf("migration: %s: %w", f.Name(), err)
+	}
+	ex, err := newExecutor(drv, dir, NewRevisions(tx, opts.RevisionsSchema), ApplyOptions{Logger: opts.Logger}, true)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	execErr := ex.Execute(ctx, f)
+	if execErr == nil {
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration: %s: commit: %w", f.Name(), err)
+		}
+		return nil
+	}
+	_ = tx.Rollback()
+	var se *migrate.StmtExecError
+	if !errors.As(execErr, &se) {
+		return fmt.Errorf("migration: %s: %w", f.Name(), execErr)
+	}
+	fe := &FileError{File: f.Name(), Stmt: se.Stmt.Text, Err: se.Err}
+	if err := recordFailure(ctx, db, dir, f, se, start, opts); err != nil {
+		return errors.Join(fe, err)
+	}
+	return fe
+}
+
+func recordFailure(ctx context.Context, db *sql.DB, dir migrate.Dir, f migrate.File, se *migrate.StmtExecError, start time.Time, opts ApplyOptions) error {
+	sum, err := dir.Checksum()
+	if err != nil {
+		return fmt.Errorf("migration: %w", err)
+	}
+	hash, err := sum.SumByName(f.Name())
+	if err != nil {
+		return fmt.Errorf("migration: %w", err)
+	}
+	stmts, err := f.Stmts()
+	if err != nil {
+		return fmt.Errorf("migration: %w", err)
+	}
+	return NewRevisions(db, opts.RevisionsSchema).WriteRevision(context.WithoutCancel(ctx), &migrate.Revision{
+		Version:         f.Version(),
+		Description:     f.Desc(),
+		Type:            migrate.RevisionTypeExecute,
+		Applied:         0, // the file's transaction was rolled back
+		Total:           len(stmts),
+		ExecutedAt:      start,
+		ExecutionTime:   time.Since(start),
+		Error:           se.Err.Error(),
+		ErrorStmt:       se.Stmt.Text,
+		Hash:            hash,
+		OperatorVersion: OperatorVersion,
+	})
+}

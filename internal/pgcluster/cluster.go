@@ -1,0 +1,333 @@
+// Package pgcluster starts a private, throwaway PostgreSQL server from the
+// binaries installed on the machine, for tests, for the dev database of the
+// drift check and for "dbctl dev".
+//
+// The server runs in a temporary directory, listens on 127.0.0.1 on a free
+// port, and is tuned for speed over durability (fsync off). When the process
+// runs as root, the server runs as the "postgres" user (or "nobody"), since
+// initdb and postgres refuse root.
+package pgcluster
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	_ "github.com/lib/pq" // The server is probed through database/sql.
+)
+
+// ErrNoBinaries is returned by [Start] when no PostgreSQL server binaries
+// can be found.
+var ErrNoBinaries = errors.New("pgcluster: no PostgreSQL server binaries (initdb, postgres) found on PATH or in /usr/lib/postgresql/*/bin: install them (Debian: apt-get install postgresql) or set TEST_DATABASE_URL to a server")
+
+// Options configure [Start]. The zero value is ready to use.
+type Options struct {
+	// BinDir holds initdb and postgres. Default: the directory of initdb
+	// found on PATH, else the newest /usr/lib/postgresql/<version>/bin.
+	BinDir string
+	// Settings are extra server settings (postgres -c name=value), applied
+	// over the defaults, which favour speed: fsync, synchronous_commit and
+	// full_page_writes off, max_connections 300.
+	Settings map[string]string
+	// StartTimeout bounds how long Start waits for the server to accept
+	// connections. Default: 30s.
+	StartTimeout time.Duration
+}
+
+// Cluster is a running throwaway server. Its methods are safe for
+// concurrent use.
+type Cluster struct {
+	dir     string // temporary directory holding data/ and the log
+	binDir  string
+	port    int
+	cred    *syscall.Credential
+	args    []string
+	timeout time.Duration
+
+	mu     sync.Mutex // guards proc and exited
+	proc   *os.Process
+	exited chan struct{} // closed when proc has exited
+
+	logMu sync.Mutex
+	log   bytes.Buffer
+}
+
+// Start creates a cluster with initdb and starts its server. Stop it with
+// [Cluster.Stop], which also removes its files.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	binDir, err := findBinDir(opts.BinDir)
+	if err != nil {
+		return nil, err
+	}
+	cred, err := serverCredential()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "klozd-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: temp dir: %w", err)
+	}
+	c := &Cluster{dir: dir, binDir: binDir, cred: cred, timeout: opts.StartTimeout}
+	if c.timeout == 0 {
+		c.timeout = 30 * time.Second
+	}
+	if err := c.initdb(ctx); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	settings := map[string]string{
+		"listen_addresses":        "127.0.0.1",
+		"unix_socket_directories": c.dataDir(),
+		"fsync":                   "off",
+		"synchronous_commit":      "off",
+		"full_page_writes":        "off",
+		"max_connections":         "300",
+	}
+	for k, v := range opts.Settings {
+		settings[k] = v
+	}
+	keys := make([]string, 0, len(settings))
+	for k := range settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	c.args = []string{"-D", c.dataDir()}
+	for _, k := range keys {
+		c.args = append(c.args, "-c", k+"="+settings[k])
+	}
+	// A port may be taken between choosing and binding; try a few.
+	for attempt := 0; ; attempt++ {
+		if c.port, err = freePort(); err != nil {
+			break
+		}
+		if err = c.start(ctx); err == nil || attempt == 4 || !strings.Contains(err.Error(), "in use") {
+			break
+		}
+	}
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return c, nil
+}
+
+// Port is the TCP port the server listens on at 127.0.0.1.
+func (c *Cluster) Port() int { return c.port }
+
+// URL returns a connection URL for the superuser "postgres" to database db.
+func (c *Cluster) URL(db string) string {
+	u := url.URL{
+		Scheme:   "postgres",
+		User:     url.User("postgres"),
+		Host:     net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port)),
+		Path:     "/" + db,
+		RawQuery: "sslmode=disable",
+	}
+	return u.String()
+}
+
+// Stop shuts the server down (fast mode) and removes its files.
+func (c *Cluster) Stop() error {
+	err := c.Shutdown()
+	if rmErr := os.RemoveAll(c.dir); rmErr != nil && err == nil {
+		err = fmt.Errorf("pgcluster: remove %s: %w", c.dir, rmErr)
+	}
+	return err
+}
+
+// Shutdown stops the server in fast mode (open transactions are rolled back,
+// clients disconnected) and keeps its files, so [Cluster.Restart] can bring
+// it back with the same data on the same port.
+func (c *Cluster) Shutdown() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return nil
+	}
+	proc, exited := c.proc, c.exited
+	c.proc, c.exited = nil, nil
+	_ = proc.Signal(syscall.SIGINT) // fast shutdown
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(30 * time.Second):
+		_ = proc.Kill()
+		<-exited
+		return errors.New("pgcluster: server did not stop within 30s; killed")
+	}
+}
+
+// Restart is Shutdown followed by a start on the same port and data, as
+// "pg_ctl restart -m fast" does.
+func (c *Cluster) Restart(ctx context.Context) error {
+	if err := c.Shutdown(); err != nil {
+		return err
+	}
+	return c.start(ctx)
+}
+
+// Log returns what the server has written to its log so far.
+func (c *Cluster) Log() string {
+	c.logMu.Lock()
+	defer c.logMu.Unlock()
+	return c.log.String()
+}
+
+func (c *Cluster) dataDir() string { return filepath.Join(c.dir, "data") }
+
+func (c *Cluster) initdb(ctx context.Context) error {
+	// The server user must reach the directory and own the data directory.
+	if err := os.Chmod(c.dir, 0o755); err != nil {
+		return fmt.Errorf("pgcluster: %w", err)
+	}
+	if err := os.Mkdir(c.dataDir(), 0o700); err != nil {
+		return fmt.Errorf("pgcluster: %w", err)
+	}
+	if c.cred != nil {
+		if err := os.Chown(c.dataDir(), int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+			return fmt.Errorf("pgcluster: chown data dir: %w", err)
+		}
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(c.binDir, "initdb"),
+		"-D", c.dataDir(), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+		"--locale=C", "--no-sync", "--no-instructions")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	cmd.Dir = c.dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("pgcluster: initdb: %w: %s", err, lastLines(string(out), 5))
+	}
+	return nil
+}
+
+func (c *Cluster) start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	args := append([]string{"-p", strconv.Itoa(c.port)}, c.args...)
+	// Not CommandContext: the server outlives ctx, which only bounds startup.
+	cmd := exec.Command(filepath.Join(c.binDir, "postgres"), args...)
+	cmd.Dir = c.dir
+	cmd.SysProcAttr = serverProcAttr(c.cred)
+	cmd.Stdout = &lockedWriter{mu: &c.logMu, w: &c.log}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("pgcluster: start postgres: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	if err := c.waitReady(ctx, exited); err != nil {
+		_ = cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("%w: %s", err, lastLines(c.Log(), 5))
+	}
+	c.proc, c.exited = cmd.Process, exited
+	return nil
+}
+
+func (c *Cluster) waitReady(ctx context.Context, exited <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	db, err := sql.Open("postgres", c.URL("postgres")+"&connect_timeout=2")
+	if err != nil {
+		return fmt.Errorf("pgcluster: %w", err)
+	}
+	defer db.Close()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err = db.PingContext(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return errors.New("pgcluster: postgres exited during startup")
+		case <-ctx.Done():
+			return fmt.Errorf("pgcluster: postgres not ready after %s: %w", c.timeout, err)
+		case <-tick.C:
+		}
+	}
+}
+
+func findBinDir(dir string) (string, error) {
+	if dir != "" {
+		return dir, nil
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if p, err = filepath.EvalSymlinks(p); err == nil {
+			if _, err := os.Stat(filepath.Join(filepath.Dir(p), "postgres")); err == nil {
+				return filepath.Dir(p), nil
+			}
+		}
+	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	best, bestVersion := "", -1
+	for _, m := range matches {
+		v, err := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(m))))
+		if err == nil && v > bestVersion {
+			best, bestVersion = filepath.Dir(m), v
+		}
+	}
+	if best == "" {
+		return "", ErrNoBinaries
+	}
+	return best, nil
+}
+
+// serverCredential is the user the server runs as: nil (the current user)
+// unless the process is root, which initdb and postgres refuse.
+func serverCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	for _, name := range []string{"postgres", "nobody"} {
+		u, err := user.Lookup(name)
+		if err != nil {
+			continue
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+	}
+	return nil, errors.New("pgcluster: running as root and no unprivileged user (postgres or nobody) to run the server as: create one (useradd postgres)")
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pgcluster: find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

@@ -1,0 +1,197 @@
+// Package pgtest gives each test its own PostgreSQL database with every
+// migration applied, in the manner of pgtestdb (which it builds on): the
+// migrations run once into a template database, and each test gets a
+// CREATE DATABASE … TEMPLATE clone, so tests run in parallel without seeing
+// each other. A failed test's database is kept and its URL logged.
+//
+// The server is TEST_DATABASE_URL (or DATABASE_URL) when set, a role there
+// needing CREATEDB and CREATEROLE; otherwise a private cluster started from
+// the machine's PostgreSQL binaries once per test binary. A package using
+// pgtest stops that cluster by calling [Main] from its TestMain:
+//
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
+package pgtest
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/peterldowns/pgtestdb"
+
+	"github.com/klozd/api/ent"
+	"github.com/klozd/api/internal/database"
+	"github.com/klozd/api/internal/migration"
+	"github.com/klozd/api/internal/pgcluster"
+)
+
+// Server is the PostgreSQL server the tests of this binary use.
+type Server struct {
+	// AdminURL connects as a superuser (or the role of TEST_DATABASE_URL) to
+	// the server's maintenance database.
+	AdminURL string
+	// Cluster is the local cluster pgtest started, nil when the server came
+	// from TEST_DATABASE_URL or DATABASE_URL. Fault tests restart it.
+	Cluster *pgcluster.Cluster
+	conf    pgtestdb.Config
+}
+
+var (
+	once    sync.Once
+	server  *Server
+	initErr error
+)
+
+// Main runs the package's tests and then stops the cluster, if one was
+// started. Call it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if server != nil && server.Cluster != nil {
+		_ = server.Cluster.Stop()
+	}
+	os.Exit(code)
+}
+
+// Start returns the server, starting the local cluster on first use. Tests
+// fail with one line saying what to install or set when there is none.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	once.Do(func() { server, initErr = start() })
+	if initErr != nil {
+		t.Fatalf("pgtest: no PostgreSQL for tests: %v", initErr)
+	}
+	return server
+}
+
+func start() (*Server, error) {
+	raw := os.Getenv("TEST_DATABASE_URL")
+	if raw == "" {
+		raw = os.Getenv("DATABASE_URL")
+	}
+	s := &Server{}
+	if raw == "" {
+		c, err := pgcluster.Start(context.Background(), pgcluster.Options{})
+		if err != nil {
+			return nil, err
+		}
+		s.Cluster = c
+		raw = c.URL("postgres")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("TEST_DATABASE_URL must be a URL such as postgres://user:pass@localhost:5432/postgres?sslmode=disable")
+	}
+	pw, _ := u.User.Password()
+	opts := u.Query()
+	if opts.Get("sslmode") == "" {
+		opts.Set("sslmode", "disable")
+	}
+	s.conf = pgtestdb.Config{
+		DriverName:                "postgres",
+		Host:                      u.Hostname(),
+		Port:                      cmpOr(u.Port(), "5432"),
+		User:                      u.User.Username(),
+		Password:                  pw,
+		Database:                  cmpOr(strings.TrimPrefix(u.Path, "/"), "postgres"),
+		Options:                   opts.Encode(),
+		ForceTerminateConnections: true,
+	}
+	s.AdminURL = s.conf.URL()
+	db, err := sql.Open("postgres", s.AdminURL)
+	if err == nil {
+		err = db.Ping()
+		_ = db.Close()
+	}
+	if err != nil {
+		if s.Cluster != nil {
+			_ = s.Cluster.Stop()
+		}
+		return nil, fmt.Errorf("cannot connect to %s: %w", u.Redacted(), err)
+	}
+	return s, nil
+}
+
+// URL returns the connection URL of a new database, private to t, with all
+// migrations applied. Connections through it use timezone=UTC.
+func URL(t testing.TB) string {
+	t.Helper()
+	s := Start(t)
+	return withUTC(pgtestdb.Custom(t, s.conf, migrator{}).URL())
+}
+
+// EmptyURL returns the URL of a new empty database private to t.
+func EmptyURL(t testing.TB) string {
+	t.Helper()
+	s := Start(t)
+	return withUTC(pgtestdb.Custom(t, s.conf, pgtestdb.NoopMigrator{}).URL())
+}
+
+// DB returns a pool on a new migrated database private to t, closed when
+// the test ends.
+func DB(t testing.TB) *sql.DB {
+	t.Helper()
+	return Open(t, URL(t))
+}
+
+// Open returns a pool on url (opened by [database.Open]), closed when the
+// test ends. Each call is an independent pool, as a separate instance of a
+// service would have.
+func Open(t testing.TB, url string) *sql.DB {
+	t.Helper()
+	db, err := database.Open(url)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// Client returns an ent client on a new migrated database private to t.
+func Client(t testing.TB) *ent.Client {
+	t.Helper()
+	return database.NewClient(DB(t))
+}
+
+func withUTC(raw string) string {
+	dsn, err := database.DSN(raw)
+	if err != nil {
+		return raw
+	}
+	return dsn
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// migrator applies the embedded migrations to the template database.
+type migrator struct{}
+
+func (migrator) Hash() (string, error) {
+	dir, err := migration.Embedded()
+	if err != nil {
+		return "", err
+	}
+	sum, err := dir.Checksum()
+	if err != nil {
+		return "", err
+	}
+	return "klozd-" + sum.Sum(), nil
+}
+
+func (migrator) Migrate(ctx context.Context, db *sql.DB, _ pgtestdb.Config) error {
+	dir, err := migration.Embedded()
+	if err != nil {
+		return err
+	}
+	_, err = migration.Apply(ctx, db, dir, migration.ApplyOptions{})
+	return err
+}
