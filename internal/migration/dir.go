@@ -55,7 +55,7 @@ func Validate(dir migrate.Dir) error {
 	case err == nil:
 		return nil
 	case errors.As(err, &ce):
-		return fmt.Errorf("migration: checksum mismatch: %s was %s after atlas.sum was written: run 'make hash' (dbctl migrate hash) if the change is intended: %w",
+		return fmt.Errorf("migration: checksum mismatch: %s was %s after atlas.sum was written: run 'dbctl migrate hash' if the edit is intended: %w",
 			ce.File, ce.Reason, err)
 	case errors.Is(err, migrate.ErrChecksumNotFound):
 		return fmt.Errorf("migration: atlas.sum is missing: run 'dbctl migrate hash': %w", err)

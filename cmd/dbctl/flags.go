@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+
+	"ariga.io/atlas/sql/migrate"
+
+	"github.com/klozd/api/internal/database"
+	"github.com/klozd/api/internal/devdb"
+)
+
+// newFlags returns a flag set that prints usage with an example and
+// reports errors in one line.
+func newFlags(name, synopsis, example string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s\n\n%s\n\nFlags:\n", name, synopsis)
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nExample:\n  %s\n", example)
+	}
+	return fs
+}
+
+// parse parses args; it returns false with the exit code to use when the
+// command must stop (help asked for, or a bad flag, reported in one line).
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (int, bool) {
+	usage := fs.Usage
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.Usage = usage
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return exitOK, false
+	case err != nil:
+		fmt.Fprintf(stderr, "%s: %v (see %s -h)\n", fs.Name(), err, fs.Name())
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+// urlFlag adds --url, defaulting to DATABASE_URL.
+func urlFlag(fs *flag.FlagSet) *string {
+	return fs.String("url", os.Getenv("DATABASE_URL"), "database URL (default: $DATABASE_URL)")
+}
+
+// dirFlag adds --dir, the migration directory.
+func dirFlag(fs *flag.FlagSet) *string {
+	return fs.String("dir", "migrations", "migration directory")
+}
+
+func devURLFlag(fs *flag.FlagSet) *string {
+	return fs.String("dev-url", os.Getenv("DEV_DATABASE_URL"),
+		"server for scratch databases, needs CREATEDB (default: $DEV_DATABASE_URL, else a throwaway local PostgreSQL)")
+}
+
+func openDir(path string) (*migrate.LocalDir, error) {
+	if st, err := os.Stat(path); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("migration directory %q not found: run dbctl from the repository root or pass --dir", path)
+	}
+	return migrate.NewLocalDir(path)
+}
+
+// connect opens and pings the database at rawURL, returning an error of one
+// line that names the host and port when it cannot be reached.
+func connect(ctx context.Context, rawURL string) (*sql.DB, error) {
+	if rawURL == "" {
+		return nil, errors.New("no database URL: pass --url or set DATABASE_URL")
+	}
+	db, err := database.Open(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, reachError(rawURL, err)
+	}
+	return db, nil
+}
+
+func reachError(rawURL string, err error) error {
+	host := "localhost:5432"
+	if u, perr := url.Parse(rawURL); perr == nil && u.Host != "" {
+		host = u.Host
+		if u.Port() == "" {
+			host = net.JoinHostPort(u.Hostname(), "5432")
+		}
+	}
+	var ne *net.OpError
+	if errors.As(err, &ne) {
+		return fmt.Errorf("cannot reach PostgreSQL at %s: %v", host, ne.Err)
+	}
+	return fmt.Errorf("cannot connect to PostgreSQL at %s: %v", host, err)
+}
+
+func devServer(ctx context.Context, devURL string) (*devdb.Server, error) {
+	s, err := devdb.Connect(ctx, devURL)
+	if err != nil && devURL != "" {
+		return nil, reachError(devURL, err)
+	}
+	return s, err
+}

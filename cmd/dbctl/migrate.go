@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klozd/api/internal/migration"
+)
+
+func migrateCommands() []command {
+	return []command{
+		{"new", "write the next migration from ent schema changes (like prisma migrate dev --name)", runMigrateNew},
+		{"apply", "apply pending migrations (like prisma migrate deploy)", runMigrateApply},
+		{"hash", "rewrite atlas.sum after editing a migration file by hand", runMigrateHash},
+		{"validate", "check atlas.sum against the migration files", runMigrateValidate},
+	}
+}
+
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		usage(stderr, "dbctl migrate", migrateCommands())
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	for _, c := range migrateCommands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "dbctl migrate: unknown command %q (see dbctl migrate -h)\n", args[0])
+	return exitUsage
+}
+
+func runMigrateNew(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("dbctl migrate new",
+		"Diffs the ent schema (ent/schema) against the state the migration directory builds, on a dev\n"+
+			"database, and writes the difference as the next migration file and updates atlas.sum.\n"+
+			"With no change it writes nothing and says so. Usage: dbctl migrate new [flags] NAME",
+		"dbctl migrate new add_user_index", stderr)
+	devURL := devURLFlag(fs)
+	dirPath := dirFlag(fs)
+	version := fs.String("version", "", "version of the new file (default: now, UTC, YYYYMMDDHHMMSS)")
+	if code, ok := parse(fs, args, stderr); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "dbctl migrate new: give exactly one NAME, such as add_user_index (see dbctl migrate new -h)")
+		return exitUsage
+	}
+	dir, err := openDir(*dirPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "dbctl migrate new: %v\n", err)
+		return exitUsage
+	}
+	dev, err := devServer(ctx, *devURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "dbctl migrate new: %v\n", err)
+		return exitUsage
+	}
+	defer dev.Close()
+	scratch, drop, err := dev.Create(ctx, "dbctl_dev")
+	if err != nil {
+		fmt.Fprintf(stderr, "dbctl migrate new: %v\n", err)
+		return exitUsage
+	}
+	defer drop()
+	name, err := migration.Generate(ctx, dir, migration.GenerateOptions{Name: fs.Arg(0), Version: *version, DevURL: scratch})
+	switch {
+	case errors.Is(err, migration.ErrNoChanges):
+		fmt.Fprintln(stdout, "no schema changes: the migration directory already matches the ent schema; nothing written")
+		return exitOK
+	case err != nil:
+		fmt.Fprintf(stderr, "dbctl migrate new: %v\n", err)
+		return exitFail
+	}
+	fmt.Fprintf(stdout, "wrote %s/%s and updated atlas.sum\n", *dirPath, name)
+	return exitOK
+}
+
+func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("dbctl migrate apply",
+		"Applies the pending migration files in order, each in its own transaction, recording them in\n"+
+			"atlas_schema_revisions as the Atlas CLI does. Running it again is a no-op.",
+		"dbctl migrate apply --url postgres://app@db:5432/klozd", stderr)
+	dbURL := urlFlag(fs)
+	dirPath := dirFlag(fs)
+	if code, ok := parse(fs, args, stderr); !ok {
+		return code
+	}
+	dir, err := openDir(*dirPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "dbctl migrate apply: %v\n", err)
+		return exitUsage
+	}
+	db, err := connect(ctx, *dbURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "dbctl migrate apply: %v\n", err)
+		return exitUsage
+	}
+	defer db.Close()
+	report, err := migration.Apply(ctx, db, dir, migration.ApplyOptions{})
+	if report != nil {
+		for _, f := range report.Applied {
+			fmt.Fprintf(stdout, "applied %s\n", f.Name())
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dbctl migrate apply: %v\n", err)
+		return exitFail
+	}
+	if len(report.Applied) == 0 {
+		fmt.Fprintln(stdout, "no pending migrations: the database is up to date")
+	}
+	return exitOK
+}
+
+func runMigrateHash(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("dbctl migrate hash", "Rewrites atlas.sum from the migration files (atlas migrate hash).",
+		"dbctl migrate hash", stderr)
+	dirPath := dirFlag(fs)
+	if code, ok := parse(fs, args, stderr); !ok {
+		return code
+	}
+	dir, err := openDir(*dirPath)
+	if err == nil {
+		err = migration.Hash(dir)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dbctl migrate hash: %v\n", err)
+		return exitUsage
+	}
+	fmt.Fprintf(stdout, "wrote %s/atlas.sum\n", *dirPath)
+	return exitOK
+}
+
+func runMigrateValidate(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("dbctl migrate validate", "Checks atlas.sum against the migration files (atlas migrate validate).",
+		"dbctl migrate validate", stderr)
+	dirPath := dirFlag(fs)
+	if code, ok := parse(fs, args, stderr); !ok {
+		return code
+	}
+	dir, err := openDir(*dirPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "dbctl migrate validate: %v\n", err)
+		return exitUsage
+	}
+	if err := migration.Validate(dir); err != nil {
+		fmt.Fprintf(stderr, "dbctl migrate validate: %v\n", err)
+		return exitFail
+	}
+	fmt.Fprintln(stdout, "atlas.sum matches the migration files")
+	return exitOK
+}

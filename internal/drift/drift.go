@@ -1,0 +1,238 @@
+// Package drift is the schema drift check behind "dbctl drift" and
+// "make drift". It holds four sources to one another:
+//
+//   - atlas.sum against the migration files (nothing edited without a re-hash);
+//   - the ent schema against the migration directory (no schema change
+//     without a migration), by ent's versioned diff in replay mode;
+//   - the migrations against the spec (the Prisma migration), applied to two
+//     scratch databases and compared by catalog and by Atlas in both directions;
+//   - optionally, a live database against the migrations.
+package drift
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"ariga.io/atlas/sql/migrate"
+
+	"github.com/klozd/api/internal/database"
+	"github.com/klozd/api/internal/devdb"
+	"github.com/klozd/api/internal/migration"
+	"github.com/klozd/api/internal/schemadiff"
+)
+
+// Options configure [Run].
+type Options struct {
+	// Dir is the migration directory. Required.
+	Dir migrate.Dir
+	// Spec is SQL the migrations must build exactly; "" skips that check.
+	Spec string
+	// Dev is the server scratch databases are created on. Required.
+	Dev *devdb.Server
+	// URL is a live database to compare with the migrations; "" skips it.
+	URL string
+	// Schema is the schema of the live database. Default: "public".
+	Schema string
+}
+
+// Check is the outcome of one comparison.
+type Check struct {
+	Name        string   `json:"name"`
+	InSync      bool     `json:"in_sync"`
+	Differences []string `json:"differences"`
+}
+
+// Report is the outcome of [Run].
+type Report struct {
+	InSync bool    `json:"in_sync"`
+	Checks []Check `json:"checks"`
+}
+
+// Check names, as printed.
+const (
+	CheckSum  = "atlas.sum matches the migration files"
+	CheckEnt  = "ent schema matches the migrations"
+	CheckSpec = "migrations build the spec"
+	CheckLive = "live database matches the migrations"
+)
+
+// Run performs the checks. Differences are reported in the Report; an error
+// means a check could not be run (an unreachable database, a failing
+// migration).
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	if opts.Dir == nil || opts.Dev == nil {
+		return nil, errors.New("drift: Dir and Dev are required")
+	}
+	r := &Report{}
+	sumErr := migration.Validate(opts.Dir)
+	r.add(CheckSum, errLines(sumErr))
+	if sumErr != nil {
+		// The other checks read the files atlas.sum vouches for.
+		return r.done(), nil
+	}
+
+	pending, err := entPending(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	r.add(CheckEnt, pending)
+
+	migrated, dropMigrated, err := scratch(ctx, opts.Dev, "drift_migrations")
+	if err != nil {
+		return nil, err
+	}
+	defer dropMigrated()
+	if _, err := migration.Apply(ctx, migrated, opts.Dir, migration.ApplyOptions{}); err != nil {
+		return nil, fmt.Errorf("drift: apply the migrations to a scratch database: %w", err)
+	}
+
+	if opts.Spec != "" {
+		specDB, dropSpec, err := scratch(ctx, opts.Dev, "drift_spec")
+		if err != nil {
+			return nil, err
+		}
+		defer dropSpec()
+		if _, err := specDB.ExecContext(ctx, opts.Spec); err != nil {
+			return nil, fmt.Errorf("drift: run the spec SQL on a scratch database: %w", err)
+		}
+		diffs, err := Compare(ctx, specDB, migrated, "public", "public")
+		if err != nil {
+			return nil, err
+		}
+		r.add(CheckSpec, diffs)
+	}
+
+	if opts.URL != "" {
+		live, err := database.Open(opts.URL)
+		if err != nil {
+			return nil, err
+		}
+		defer live.Close()
+		if err := live.PingContext(ctx); err != nil {
+			return nil, fmt.Errorf("drift: connect to the live database: %w", err)
+		}
+		diffs, err := Compare(ctx, migrated, live, "public", opts.Schema)
+		if err != nil {
+			return nil, err
+		}
+		r.add(CheckLive, diffs)
+	}
+	return r.done(), nil
+}
+
+// Compare lists how the schema gotSchema in got differs from wantSchema in
+// want: by the catalog comparison, then by Atlas's diff in both directions.
+func Compare(ctx context.Context, want, got *sql.DB, wantSchema, gotSchema string) ([]string, error) {
+	ws, err := schemadiff.Inspect(ctx, want, wantSchema)
+	if err != nil {
+		return nil, err
+	}
+	gs, err := schemadiff.Inspect(ctx, got, gotSchema)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, d := range schemadiff.Compare(ws, gs) {
+		out = append(out, d.String())
+	}
+	if wantSchema == gotSchema || wantSchema == "" || gotSchema == "" {
+		toWant, err := schemadiff.AtlasDiff(ctx, got, want, wantSchema)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range toWant {
+			out = append(out, "atlas: to reach the expected schema: "+s)
+		}
+		fromWant, err := schemadiff.AtlasDiff(ctx, want, got, wantSchema)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range fromWant {
+			out = append(out, "atlas: the expected schema differs by: "+s)
+		}
+	}
+	return out, nil
+}
+
+// entPending replays the directory on a scratch database and asks ent what
+// its schema would add; each statement is a change without a migration.
+func entPending(ctx context.Context, opts Options) ([]string, error) {
+	files, err := opts.Dir.Files()
+	if err != nil {
+		return nil, fmt.Errorf("drift: %w", err)
+	}
+	mem := migrate.OpenMemDir(fmt.Sprintf("drift-%p", &files))
+	defer mem.Close()
+	for _, f := range files {
+		if err := mem.WriteFile(f.Name(), f.Bytes()); err != nil {
+			return nil, err
+		}
+	}
+	if err := migration.Hash(mem); err != nil {
+		return nil, err
+	}
+	devURL, drop, err := opts.Dev.Create(ctx, "drift_ent")
+	if err != nil {
+		return nil, err
+	}
+	defer drop()
+	name, err := migration.Generate(ctx, mem, migration.GenerateOptions{Name: "pending", DevURL: devURL})
+	if errors.Is(err, migration.ErrNoChanges) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	all, err := mem.Files()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range all {
+		if f.Name() != name {
+			continue
+		}
+		stmts, err := f.Stmts()
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range stmts {
+			out = append(out, "no migration for: "+strings.TrimSpace(s)+" (run: make migration name=<what_changed>)")
+		}
+	}
+	return out, nil
+}
+
+func scratch(ctx context.Context, dev *devdb.Server, prefix string) (*sql.DB, func(), error) {
+	url, drop, err := dev.Create(ctx, prefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := database.Open(url)
+	if err != nil {
+		drop()
+		return nil, nil, err
+	}
+	return db, func() { _ = db.Close(); drop() }, nil
+}
+
+func (r *Report) add(name string, diffs []string) {
+	r.Checks = append(r.Checks, Check{Name: name, InSync: len(diffs) == 0, Differences: diffs})
+}
+
+func (r *Report) done() *Report {
+	r.InSync = true
+	for _, c := range r.Checks {
+		r.InSync = r.InSync && c.InSync
+	}
+	return r
+}
+
+func errLines(err error) []string {
+	if err == nil {
+		return nil
+	}
+	return []string{err.Error()}
+}
