@@ -36,8 +36,9 @@ var ErrNoBinaries = errors.New("pgcluster: no PostgreSQL server binaries (initdb
 
 // Options configure [Start]. The zero value is ready to use.
 type Options struct {
-	// BinDir holds initdb and postgres. Default: the directory of initdb
-	// found on PATH, else the newest /usr/lib/postgresql/<version>/bin.
+	// BinDir holds initdb and postgres. Default: $PG_BINDIR, else the
+	// directory of initdb found on PATH, else the newest
+	// /usr/lib/postgresql/<version>/bin (where Debian puts them).
 	BinDir string
 	// Settings are extra server settings (postgres -c name=value), applied
 	// over the defaults, which favour speed: fsync, synchronous_commit and
@@ -262,7 +263,13 @@ func (c *Cluster) waitReady(ctx context.Context, exited <-chan struct{}) error {
 }
 
 func findBinDir(dir string) (string, error) {
+	if dir == "" {
+		dir = os.Getenv("PG_BINDIR")
+	}
 	if dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, "initdb")); err != nil {
+			return "", fmt.Errorf("pgcluster: no initdb in %s (PG_BINDIR or Options.BinDir): install the PostgreSQL server (Debian: apt-get install postgresql) or set TEST_DATABASE_URL", dir)
+		}
 		return dir, nil
 	}
 	if p, err := exec.LookPath("initdb"); err == nil {

@@ -2,6 +2,9 @@ package pgtest_test
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -30,4 +33,27 @@ func TestIsolation(t *testing.T) {
 			assert.Equal(t, 1, revisions, "the template was migrated")
 		})
 	}
+}
+
+// Without a server and without binaries a test fails with one line saying
+// what to install or set; it never skips.
+func TestNoServerFailsInOneLine(t *testing.T) {
+	if os.Getenv("PGTEST_CHILD") == "1" {
+		pgtest.DB(t)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestNoServerFailsInOneLine$")
+	cmd.Env = append(os.Environ(), "PGTEST_CHILD=1", "PG_BINDIR=/nonexistent", "TEST_DATABASE_URL=", "DATABASE_URL=")
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "the test fails:\n%s", out)
+	var reasons []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "pgtest:") {
+			reasons = append(reasons, strings.TrimSpace(line))
+		}
+	}
+	require.Len(t, reasons, 1, "one line of reason:\n%s", out)
+	assert.Contains(t, reasons[0], "apt-get install postgresql")
+	assert.Contains(t, reasons[0], "TEST_DATABASE_URL")
+	assert.NotContains(t, string(out), "SKIP")
 }

@@ -1,0 +1,53 @@
+# The front door: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO        ?= go
+DBCTL     := $(GO) run ./cmd/dbctl
+# Tests use TEST_DATABASE_URL (or DATABASE_URL) when set, else a throwaway local PostgreSQL.
+TESTFLAGS ?= -race -count=1
+BENCHTIME ?= 2s
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: generate
+generate: ## regenerate the ent client from ent/schema (prisma generate)
+	$(GO) generate ./...
+
+.PHONY: migration
+migration: ## write the next migration from ent schema changes: make migration name=add_x (prisma migrate dev --name)
+	@test -n "$(name)" || { echo "make migration: give a name, e.g. make migration name=add_user_index"; exit 2; }
+	$(DBCTL) migrate new $(name)
+
+.PHONY: drift
+drift: ## check atlas.sum, ent schema, migrations and spec agree (on a throwaway PostgreSQL); exit 1 on drift
+	$(DBCTL) drift
+
+.PHONY: migrate
+migrate: ## apply pending migrations to DATABASE_URL (prisma migrate deploy)
+	@test -n "$$DATABASE_URL" || { echo "make migrate: set DATABASE_URL=postgres://user:pass@host:5432/db"; exit 2; }
+	$(DBCTL) migrate apply
+
+.PHONY: test
+test: verify lint ## run every test on real PostgreSQL with -race (after verify and lint)
+	$(GO) test $(TESTFLAGS) ./...
+
+.PHONY: bench
+bench: ## run the benchmarks (service vs hand-written SQL baselines)
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed on:"; echo "$$out"; exit 1; }
+	$(GO) vet ./...
+
+.PHONY: verify
+verify: ## fail when go generate ./... or go mod tidy would change the tree
+	@before=$$(git status --porcelain -uall; git diff HEAD | sha256sum); \
+	$(GO) generate ./... && $(GO) mod tidy && \
+	after=$$(git status --porcelain -uall; git diff HEAD | sha256sum); \
+	if [ "$$before" != "$$after" ]; then \
+		echo "verify: go generate ./... or go mod tidy changed the tree; commit the result:"; git status --short; exit 1; \
+	fi
