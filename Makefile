@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 GO        ?= go
-DBCTL     := $(GO) run ./cmd/dbctl
+DBCTL     := bin/dbctl
 # Tests use TEST_DATABASE_URL (or DATABASE_URL) when set, else a throwaway local PostgreSQL.
 TESTFLAGS ?= -race -count=1
 BENCHTIME ?= 2s
@@ -12,21 +12,25 @@ BENCHTIME ?= 2s
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+.PHONY: dbctl
+dbctl: ## build bin/dbctl
+	@$(GO) build -o bin/dbctl ./cmd/dbctl
+
 .PHONY: generate
 generate: ## regenerate the ent client from ent/schema (prisma generate)
 	$(GO) generate ./...
 
 .PHONY: migration
-migration: ## write the next migration from ent schema changes: make migration name=add_x (prisma migrate dev --name)
+migration: dbctl ## write the next migration from ent schema changes: make migration name=add_x (prisma migrate dev --name)
 	@test -n "$(name)" || { echo "make migration: give a name, e.g. make migration name=add_user_index"; exit 2; }
 	$(DBCTL) migrate new $(name)
 
 .PHONY: drift
-drift: ## check atlas.sum, ent schema, migrations and spec agree (on a throwaway PostgreSQL); exit 1 on drift
+drift: dbctl ## check atlas.sum, ent schema, migrations and spec agree (on a throwaway PostgreSQL); exit 1 on drift
 	$(DBCTL) drift
 
 .PHONY: migrate
-migrate: ## apply pending migrations to DATABASE_URL (prisma migrate deploy)
+migrate: dbctl ## apply pending migrations to DATABASE_URL (prisma migrate deploy)
 	@test -n "$$DATABASE_URL" || { echo "make migrate: set DATABASE_URL=postgres://user:pass@host:5432/db"; exit 2; }
 	$(DBCTL) migrate apply
 
