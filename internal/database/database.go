@@ -9,9 +9,12 @@ package database
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
@@ -28,7 +31,7 @@ func DSN(rawURL string) (string, error) {
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return "", fmt.Errorf("database: parse URL: %w", err)
+		return "", fmt.Errorf("database: parse URL: %w", ParseError(err))
 	}
 	q := u.Query()
 	q.Set("timezone", "UTC")
@@ -42,16 +45,72 @@ func DSN(rawURL string) (string, error) {
 // Open opens a pool on rawURL with [DSN]'s settings. It does not connect;
 // call PingContext to check the server is reachable.
 func Open(rawURL string) (*sql.DB, error) {
+	return OpenConfig(rawURL, Config{})
+}
+
+// Config holds the pool and session limits that decide how a service
+// behaves when the database is slow or busy. The zero value leaves each
+// limit to database/sql and the server.
+type Config struct {
+	// MaxOpenConns caps the pool (sql.DB.SetMaxOpenConns). Callers beyond it
+	// wait for a free connection until their context ends. Default: no cap.
+	MaxOpenConns int
+	// MaxIdleConns is kept at most idle. Default: database/sql's, 2.
+	MaxIdleConns int
+	// StatementTimeout is the server's statement_timeout for each session:
+	// a statement running longer is cancelled with SQLSTATE 57014.
+	StatementTimeout time.Duration
+	// LockTimeout is the server's lock_timeout: a statement waiting longer
+	// for a row or table lock fails with SQLSTATE 55P03.
+	LockTimeout time.Duration
+	// ConnectTimeout bounds each new connection. Default: none (lib/pq).
+	ConnectTimeout time.Duration
+}
+
+// OpenConfig opens a pool on rawURL with [DSN]'s settings and cfg's limits.
+func OpenConfig(rawURL string, cfg Config) (*sql.DB, error) {
 	dsn, err := DSN(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	return sql.Open("postgres", dsn)
+	u, _ := url.Parse(dsn) // DSN produced it
+	q := u.Query()
+	if cfg.StatementTimeout > 0 {
+		q.Set("statement_timeout", strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10))
+	}
+	if cfg.LockTimeout > 0 {
+		q.Set("lock_timeout", strconv.FormatInt(cfg.LockTimeout.Milliseconds(), 10))
+	}
+	if cfg.ConnectTimeout > 0 {
+		q.Set("connect_timeout", strconv.Itoa(max(1, int(cfg.ConnectTimeout.Seconds()))))
+	}
+	u.RawQuery = q.Encode()
+	db, err := sql.Open("postgres", u.String())
+	if err != nil {
+		return nil, fmt.Errorf("database: open: %w", err)
+	}
+	if cfg.MaxOpenConns > 0 {
+		db.SetMaxOpenConns(cfg.MaxOpenConns)
+	}
+	if cfg.MaxIdleConns > 0 {
+		db.SetMaxIdleConns(cfg.MaxIdleConns)
+	}
+	return db, nil
 }
 
 // NewClient returns an ent client on db.
 func NewClient(db *sql.DB) *ent.Client {
 	return ent.NewClient(ent.Driver(entsql.OpenDB(dialect.Postgres, db)))
+}
+
+// ParseError returns the reason of a url.Parse error without the URL, which
+// may hold a password.
+func ParseError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 func isLocal(host string) bool {

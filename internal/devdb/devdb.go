@@ -10,10 +10,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
-	"strings"
 
 	"github.com/lib/pq"
 
+	"github.com/klozd/api/internal/database"
 	"github.com/klozd/api/internal/pgcluster"
 )
 
@@ -39,7 +39,7 @@ func Connect(ctx context.Context, rawURL string) (*Server, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		s.Close()
-		return nil, fmt.Errorf("devdb: parse dev URL: %w", err)
+		return nil, fmt.Errorf("devdb: parse dev URL: %w", database.ParseError(err))
 	}
 	s.url = u
 	if s.db, err = sql.Open("postgres", rawURL); err == nil {
@@ -80,19 +80,4 @@ func (s *Server) Close() {
 	if s.cluster != nil {
 		_ = s.cluster.Stop()
 	}
-}
-
-// WithParam returns rawURL with the query parameter key set to value.
-func WithParam(rawURL, key, value string) (string, error) {
-	if !strings.Contains(rawURL, "://") {
-		return "", fmt.Errorf("devdb: %q is not a postgres:// URL", rawURL)
-	}
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "", fmt.Errorf("devdb: parse URL: %w", err)
-	}
-	q := u.Query()
-	q.Set(key, value)
-	u.RawQuery = q.Encode()
-	return u.String(), nil
 }

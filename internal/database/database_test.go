@@ -1,0 +1,56 @@
+package database_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/lib/pq"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/klozd/api/internal/database"
+	"github.com/klozd/api/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func TestDSN(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{in: "postgres://u@localhost/db", want: "postgres://u@localhost/db?sslmode=disable&timezone=UTC"},
+		{in: "postgresql://u@db.internal:5432/db?timezone=Europe%2FParis", want: "postgresql://u@db.internal:5432/db?timezone=UTC"},
+		{in: "host=localhost dbname=x", err: "is not a postgres:// URL"},
+		{in: "postgres://u:secret@[::1/x", err: "parse URL: missing ']' in host"},
+	} {
+		got, err := database.DSN(tc.in)
+		if tc.err != "" {
+			assert.ErrorContains(t, err, tc.err, tc.in)
+			assert.NotContains(t, err.Error(), "secret", "passwords never appear in errors")
+			continue
+		}
+		require.NoError(t, err, tc.in)
+		assert.Equal(t, tc.want, got)
+	}
+}
+
+func TestConfigSetsSessionLimits(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := database.OpenConfig(pgtest.URL(t), database.Config{
+		MaxOpenConns: 3, StatementTimeout: 250 * time.Millisecond, LockTimeout: 150 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	defer db.Close()
+	var st, lt, tz string
+	require.NoError(t, db.QueryRowContext(ctx, `SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), current_setting('TimeZone')`).Scan(&st, &lt, &tz))
+	assert.Equal(t, "250ms", st)
+	assert.Equal(t, "150ms", lt)
+	assert.Equal(t, "UTC", tz)
+	assert.Equal(t, 3, db.Stats().MaxOpenConnections)
+
+	_, err = db.ExecContext(ctx, `SELECT pg_sleep(5)`)
+	var pqErr *pq.Error
+	require.True(t, errors.As(err, &pqErr), "got %v", err)
+	assert.Equal(t, pq.ErrorCode("57014"), pqErr.Code, "statement_timeout cancelled the statement")
+}
