@@ -1,0 +1,10 @@
+package main
+
+import (
+	"context"
+	"io"
+)
+
+func runDev(context.Context, []string, io.Writer, io.Writer) int          { return exitUsage }
+func runMigrateLint(context.Context, []string, io.Writer, io.Writer) int  { return exitUsage }
+func runMigrateReset(context.Context, []string, io.Writer, io.Writer) int { return exitUsage }
