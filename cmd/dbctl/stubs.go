@@ -6,5 +6,4 @@ import (
 )
 
 func runDev(context.Context, []string, io.Writer, io.Writer) int          { return exitUsage }
-func runMigrateLint(context.Context, []string, io.Writer, io.Writer) int  { return exitUsage }
 func runMigrateReset(context.Context, []string, io.Writer, io.Writer) int { return exitUsage }
