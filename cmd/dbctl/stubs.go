@@ -5,5 +5,4 @@ import (
 	"io"
 )
 
-func runDev(context.Context, []string, io.Writer, io.Writer) int          { return exitUsage }
-func runMigrateReset(context.Context, []string, io.Writer, io.Writer) int { return exitUsage }
+func runDev(context.Context, []string, io.Writer, io.Writer) int { return exitUsage }
