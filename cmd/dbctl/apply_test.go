@@ -261,6 +261,9 @@ func TestBadInput(t *testing.T) {
 	for _, args := range [][]string{
 		{"migrate", "apply", "--nope"},
 		{"migrate", "status", "--nope"},
+		{"migrate", "lint", "--nope"},
+		{"migrate", "reset", "--nope"},
+		{"dev", "--nope"},
 		{"drift", "--nope"},
 	} {
 		r := dbctl(t, args...)
