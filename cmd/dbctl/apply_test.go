@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -256,6 +257,16 @@ func TestBadInput(t *testing.T) {
 	r := dbctl(t, "migrate", "apply", "--url", "postgres://app@127.0.0.1:1/klozd", "--dir", "../../migrations")
 	assert.Equal(t, exitUsage, r.code)
 	assert.Contains(t, r.stderr, "127.0.0.1:1")
+	assert.Equal(t, 1, lines(r.stderr), "%q", r.stderr)
+
+	admin, err := url.Parse(devURL(t))
+	require.NoError(t, err)
+	admin.User = url.UserPassword("no_such_role", "wrong")
+	r = dbctl(t, "migrate", "status", "--url", admin.String(), "--dir", "../../migrations")
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "cannot connect to PostgreSQL at "+admin.Host)
+	assert.Contains(t, r.stderr, "no_such_role")
+	assert.NotContains(t, r.stderr, "wrong")
 	assert.Equal(t, 1, lines(r.stderr), "%q", r.stderr)
 
 	for _, args := range [][]string{
