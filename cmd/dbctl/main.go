@@ -98,4 +98,10 @@ func usage(w io.Writer, prefix string, cmds []command) {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun '%s <command> -h' for a command's flags and an example.\n", prefix)
+	fmt.Fprint(w, `
+--url defaults to $DATABASE_URL. Exit codes:
+  0 success   1 drift, failed migration, refused baseline, lint error, held lock
+  2 bad usage, unknown flag, unreachable database, bad credentials
+  3 status: pending   4 status: failed   5 status: unknown revisions
+`)
 }
