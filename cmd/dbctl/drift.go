@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/klozd/api/internal/drift"
+	"github.com/klozd/api/internal/migration"
 	"github.com/klozd/api/spec"
 )
 
@@ -14,9 +16,10 @@ func runDrift(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := newFlags("dbctl drift",
 		"Checks that atlas.sum matches the migration files, that the ent schema needs no new migration,\n"+
 			"that the migrations build exactly the spec (spec/migration.sql), and with --url that a live\n"+
-			"database matches the migrations. Prints 'in sync' or the differences; exit 1 on drift.",
+			"database matches the migrations (atlas_schema_revisions and _prisma_migrations are ignored).\n"+
+			"Prints 'in sync' or the differences. Exit 0 in sync, 1 drift, 2 bad usage or unreachable.",
 		"dbctl drift --url postgres://app@db:5432/klozd --json", stderr)
-	liveURL := fs.String("url", "", "live database to compare with the migrations (optional)")
+	liveURL := fs.String("url", os.Getenv("DATABASE_URL"), "live database to compare with the migrations (default: $DATABASE_URL; none: skip that check)")
 	devURL := devURLFlag(fs)
 	dirPath := dirFlag(fs)
 	noSpec := fs.Bool("no-spec", false, "skip the comparison with spec/migration.sql")
@@ -24,33 +27,35 @@ func runDrift(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if code, ok := parse(fs, args, stderr); !ok {
 		return code
 	}
+	const name = "dbctl drift"
 	dir, err := openDir(*dirPath)
 	if err != nil {
-		fmt.Fprintf(stderr, "dbctl drift: %v\n", err)
-		return exitUsage
+		return usageErr(stderr, name, err)
 	}
+	var liveSchema string
 	if *liveURL != "" {
+		// The live schema is the URL's search_path schema, as for apply.
+		if _, liveSchema, err = migration.SchemasFor(*liveURL); err != nil {
+			return usageErr(stderr, name, err)
+		}
 		db, err := connect(ctx, *liveURL)
 		if err != nil {
-			fmt.Fprintf(stderr, "dbctl drift: %v\n", err)
-			return exitUsage
+			return usageErr(stderr, name, err)
 		}
 		_ = db.Close()
 	}
 	dev, err := devServer(ctx, *devURL)
 	if err != nil {
-		fmt.Fprintf(stderr, "dbctl drift: %v\n", err)
-		return exitUsage
+		return usageErr(stderr, name, err)
 	}
 	defer dev.Close()
-	opts := drift.Options{Dir: dir, Dev: dev, URL: *liveURL}
+	opts := drift.Options{Dir: dir, Dev: dev, URL: *liveURL, Schema: liveSchema}
 	if !*noSpec {
 		opts.Spec = spec.MigrationSQL
 	}
 	report, err := drift.Run(ctx, opts)
 	if err != nil {
-		fmt.Fprintf(stderr, "dbctl drift: %v\n", err)
-		return exitUsage
+		return usageErr(stderr, name, err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

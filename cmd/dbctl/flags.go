@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 
 	"ariga.io/atlas/sql/migrate"
 
@@ -109,4 +111,21 @@ func devServer(ctx context.Context, devURL string) (*devdb.Server, error) {
 		return nil, reachError(devURL, err)
 	}
 	return s, err
+}
+
+// usageErr reports err in one line and returns [exitUsage].
+func usageErr(stderr io.Writer, name string, err error) int {
+	fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
+	return exitUsage
+}
+
+// oneLine collapses runs of white space, newlines included, to one space.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func writeJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
 }

@@ -5,12 +5,31 @@
 // Usage:
 //
 //	dbctl drift [--url URL] [--dev-url URL] [--json]
+//	dbctl dev
 //	dbctl migrate new NAME [--dev-url URL]
-//	dbctl migrate apply [--url URL]
+//	dbctl migrate apply [--url URL] [--dry-run] [--baseline VERSION] [--lock-timeout D] [--json]
+//	dbctl migrate status [--url URL] [--json]
+//	dbctl migrate lint [--latest N] [--dev-url URL] [--json]
+//	dbctl migrate reset [--url URL] [--yes] [--force]
 //	dbctl migrate hash | validate
 //
-// Exit codes: 0 success (in sync, up to date), 1 drift or a failed
-// migration, 2 bad usage or an unreachable database.
+// --url defaults to $DATABASE_URL everywhere. The revisions table is where
+// the Atlas CLI puts it for the same URL: atlas_schema_revisions
+// .atlas_schema_revisions, or <schema>.atlas_schema_revisions when the URL
+// carries search_path=<schema>.
+//
+// Exit codes:
+//
+//	0  success: in sync, applied, up to date, no lint errors
+//	1  failure: drift found, a failed migration, a refused baseline, a
+//	   destructive change without "-- atlas:nolint destructive", a held lock
+//	2  bad usage, unknown flag, unreachable database, bad credentials
+//	3  migrate status: pending files
+//	4  migrate status: a failed (partially applied) revision
+//	5  migrate status: revisions the migration directory does not have
+//
+// When several status cases hold, the highest code wins: unknown (5), then
+// failed (4), then pending (3).
 package main
 
 import (
@@ -27,6 +46,11 @@ const (
 	exitOK    = 0
 	exitFail  = 1 // drift found, a migration failed
 	exitUsage = 2 // bad flags, unreachable database, unreadable files
+
+	// migrate status
+	exitPending = 3 // files not applied yet
+	exitFailed  = 4 // a revision recorded an error or a partial apply
+	exitUnknown = 5 // revisions the directory does not have
 )
 
 func main() {
@@ -46,7 +70,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"drift", "compare ent schema, migrations, spec and (with --url) a live database; exit 1 on drift", runDrift},
-		{"migrate", "create, apply, hash and validate migrations (dbctl migrate -h)", runMigrate},
+		{"migrate", "create, apply, inspect, lint and reset migrations (dbctl migrate -h)", runMigrate},
+		{"dev", "start a throwaway PostgreSQL with all migrations applied; Ctrl-C stops it", runDev},
 	}
 }
 
@@ -73,4 +98,10 @@ func usage(w io.Writer, prefix string, cmds []command) {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun '%s <command> -h' for a command's flags and an example.\n", prefix)
+	fmt.Fprint(w, `
+--url defaults to $DATABASE_URL. Exit codes:
+  0 success   1 drift, failed migration, refused baseline, lint error, held lock
+  2 bad usage, unknown flag, unreachable database, bad credentials
+  3 status: pending   4 status: failed   5 status: unknown revisions
+`)
 }

@@ -12,7 +12,10 @@ import (
 func migrateCommands() []command {
 	return []command{
 		{"new", "write the next migration from ent schema changes (like prisma migrate dev --name)", runMigrateNew},
-		{"apply", "apply pending migrations (like prisma migrate deploy)", runMigrateApply},
+		{"apply", "apply pending migrations, adopting a Prisma-migrated database (like prisma migrate deploy)", runMigrateApply},
+		{"status", "applied, pending, failed and unknown versions (like prisma migrate status)", runMigrateStatus},
+		{"lint", "analyze the latest files for destructive and risky changes (atlas migrate lint)", runMigrateLint},
+		{"reset", "development only: drop the schema and apply all migrations (like prisma migrate reset)", runMigrateReset},
 		{"hash", "rewrite atlas.sum after editing a migration file by hand", runMigrateHash},
 		{"validate", "check atlas.sum against the migration files", runMigrateValidate},
 	}
@@ -78,43 +81,6 @@ func runMigrateNew(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return exitFail
 	}
 	fmt.Fprintf(stdout, "wrote %s/%s and updated atlas.sum\n", *dirPath, name)
-	return exitOK
-}
-
-func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("dbctl migrate apply",
-		"Applies the pending migration files in order, each in its own transaction, recording them in\n"+
-			"atlas_schema_revisions as the Atlas CLI does. Running it again is a no-op.",
-		"dbctl migrate apply --url postgres://app@db:5432/klozd", stderr)
-	dbURL := urlFlag(fs)
-	dirPath := dirFlag(fs)
-	if code, ok := parse(fs, args, stderr); !ok {
-		return code
-	}
-	dir, err := openDir(*dirPath)
-	if err != nil {
-		fmt.Fprintf(stderr, "dbctl migrate apply: %v\n", err)
-		return exitUsage
-	}
-	db, err := connect(ctx, *dbURL)
-	if err != nil {
-		fmt.Fprintf(stderr, "dbctl migrate apply: %v\n", err)
-		return exitUsage
-	}
-	defer db.Close()
-	report, err := migration.Apply(ctx, db, dir, migration.ApplyOptions{})
-	if report != nil {
-		for _, f := range report.Applied {
-			fmt.Fprintf(stdout, "applied %s\n", f.Name())
-		}
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "dbctl migrate apply: %v\n", err)
-		return exitFail
-	}
-	if len(report.Applied) == 0 {
-		fmt.Fprintln(stdout, "no pending migrations: the database is up to date")
-	}
 	return exitOK
 }
 

@@ -22,7 +22,12 @@ const OperatorVersion = "klozd dbctl"
 // ApplyOptions configure [Apply]. The zero value applies every pending file.
 type ApplyOptions struct {
 	// RevisionsSchema holds the revisions table. Default: [DefaultRevisionsSchema].
+	// [SchemasFor] derives it from a URL as the Atlas CLI does.
 	RevisionsSchema string
+	// Schema is the schema the connection is bound to (the URL's
+	// search_path), as the Atlas CLI sees it: only that schema must be
+	// clean on a first run. Default: none, the whole database must be clean.
+	Schema string
 	// Baseline, on a database with no revisions, records this version as
 	// already applied and starts after it, as "atlas migrate apply --baseline".
 	Baseline string
@@ -36,6 +41,9 @@ type ApplyOptions struct {
 type ApplyReport struct {
 	// Applied lists the files applied, in order.
 	Applied []migrate.File
+	// Baseline is the version recorded as a baseline revision by this run,
+	// if any.
+	Baseline string
 }
 
 // ErrLocked is returned by [Apply] when another run holds the migration
@@ -84,17 +92,27 @@ func Apply(ctx context.Context, db *sql.DB, dir migrate.Dir, opts ApplyOptions) 
 	if err := revs.Init(ctx); err != nil {
 		return nil, err
 	}
+	before, err := revs.ReadRevisions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Schema != "" {
+		drv = schemaBound{Driver: drv, schema: opts.Schema}
+	}
 	ex, err := newExecutor(drv, dir, revs, opts, false)
 	if err != nil {
 		return nil, err
 	}
+	report := &ApplyReport{}
+	if len(before) == 0 && opts.Baseline != "" {
+		report.Baseline = opts.Baseline
+	}
 	pending, err := ex.Pending(ctx)
 	if errors.Is(err, migrate.ErrNoPendingFiles) {
-		return &ApplyReport{}, nil
+		return report, nil
 	} else if err != nil {
 		return nil, fmt.Errorf("migration: find pending files: %w", err)
 	}
-	report := &ApplyReport{}
 	for _, f := range pending {
 		if err := applyFile(ctx, db, dir, f, opts); err != nil {
 			return report, err
@@ -182,4 +200,28 @@ func recordFailure(ctx context.Context, db *sql.DB, dir migrate.Dir, f migrate.F
 		Hash:            hash,
 		OperatorVersion: OperatorVersion,
 	})
+}
+
+// schemaBound makes the first-run cleanliness check look at one schema, as
+// the Atlas CLI's driver does for a URL with search_path.
+type schemaBound struct {
+	migrate.Driver
+	schema string
+}
+
+func (d schemaBound) CheckClean(ctx context.Context, revT *migrate.TableIdent) error {
+	s, err := d.InspectSchema(ctx, d.schema, nil)
+	switch {
+	case schema.IsNotExistError(err):
+		return nil
+	case err != nil:
+		return err
+	}
+	for _, t := range s.Tables {
+		if revT != nil && t.Name == revT.Name && (revT.Schema == "" || revT.Schema == s.Name) {
+			continue
+		}
+		return &migrate.NotCleanError{State: schema.NewRealm(s), Reason: fmt.Sprintf("found table %q in schema %q", t.Name, s.Name)}
+	}
+	return nil
 }

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"encoding/json"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"ariga.io/atlas/sql/migrate"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/klozd/api/internal/devdb"
+	"github.com/klozd/api/internal/migration"
+	"github.com/klozd/api/internal/pgtest"
+	"github.com/klozd/api/spec"
+)
+
+const later = "20260301000000_add_note.sql"
+
+func TestApplyOnEmptyDatabaseThenNoop(t *testing.T) {
+	t.Parallel()
+	url := pgtest.EmptyURL(t)
+	dir := "../../migrations"
+
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "Applied "+firstFile+" (9 statements)")
+	assert.Contains(t, r.stdout, "Migrated to version "+spec.Version)
+
+	// The row is the one the Atlas CLI writes for the same file.
+	ld, err := migrate.NewLocalDir(dir)
+	require.NoError(t, err)
+	sum, err := ld.Checksum()
+	require.NoError(t, err)
+	hash, err := sum.SumByName(firstFile)
+	require.NoError(t, err)
+	db := pgtest.Open(t, url)
+	assert.Equal(t, []revision{{
+		Version: spec.Version, Description: spec.Name, Hash: hash, Operator: migration.OperatorVersion,
+		Type: int(migrate.RevisionTypeExecute), Applied: 9, Total: 9,
+	}}, revisions(t, db, "atlas_schema_revisions"))
+	assert.True(t, tableExists(t, db, "public.auth_attempts"))
+
+	r = dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "No pending migrations")
+	assert.NotContains(t, r.stdout, "Applied")
+	assert.Len(t, revisions(t, db, "atlas_schema_revisions"), 1)
+}
+
+func TestApplyJSONAndDryRun(t *testing.T) {
+	t.Parallel()
+	url := pgtest.EmptyURL(t)
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", "../../migrations", "--dry-run")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "-- "+firstFile+" (9 statements)")
+	assert.Contains(t, r.stdout, `CREATE TABLE "auth_attempts"`)
+	db := pgtest.Open(t, url)
+	assert.False(t, tableExists(t, db, "public.auth_attempts"), "a dry run changes nothing")
+	assert.False(t, tableExists(t, db, "atlas_schema_revisions.atlas_schema_revisions"), "not even the revisions table")
+
+	r = dbctl(t, "migrate", "apply", "--url", url, "--dir", "../../migrations", "--json")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	var res applyResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &res))
+	require.Len(t, res.Applied, 1)
+	assert.Equal(t, spec.Version, res.Applied[0].Version)
+	assert.Equal(t, 9, res.Applied[0].Count)
+	assert.Equal(t, "atlas_schema_revisions", res.RevisionsSchema)
+}
+
+// A URL scoped to a schema keeps its revisions in that schema, as the CLI does.
+func TestApplySearchPath(t *testing.T) {
+	t.Parallel()
+	url, err := devdb.WithParam(pgtest.EmptyURL(t), "search_path", "app")
+	require.NoError(t, err)
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", "../../migrations")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	db := pgtest.Open(t, url)
+	assert.True(t, tableExists(t, db, "app.auth_attempts"))
+	assert.False(t, tableExists(t, db, "public.auth_attempts"))
+	assert.Len(t, revisions(t, db, "app"), 1)
+	assert.False(t, tableExists(t, db, "atlas_schema_revisions.atlas_schema_revisions"))
+
+	r = dbctl(t, "migrate", "status", "--url", url, "--dir", "../../migrations")
+	assert.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "Revisions: app.atlas_schema_revisions")
+}
+
+// Two runs with independent pools, released together: one applies, the
+// other waits for the lock and finds nothing to do.
+func TestConcurrentApply(t *testing.T) {
+	t.Parallel()
+	url := pgtest.EmptyURL(t)
+	const runs = 2
+	var (
+		wg      sync.WaitGroup
+		start   = make(chan struct{})
+		results = make([]result, runs)
+	)
+	for i := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			results[i] = dbctl(t, "migrate", "apply", "--url", url, "--dir", "../../migrations", "--lock-timeout", "1m")
+		}()
+	}
+	close(start)
+	wg.Wait()
+	applied := 0
+	for _, r := range results {
+		require.Equal(t, exitOK, r.code, r.stderr)
+		applied += strings.Count(r.stdout, "Applied "+firstFile)
+	}
+	assert.Equal(t, 1, applied, "one run applied the file: %+v", results)
+	assert.Len(t, revisions(t, pgtest.Open(t, url), "atlas_schema_revisions"), 1)
+}
+
+func TestApplyLockHeldStopsCleanly(t *testing.T) {
+	t.Parallel()
+	url := pgtest.EmptyURL(t)
+	conn, err := pgtest.Open(t, url).Conn(t.Context())
+	require.NoError(t, err)
+	defer conn.Close()
+	var got bool
+	require.NoError(t, conn.QueryRowContext(t.Context(), `SELECT pg_try_advisory_lock($1)`, atlasLockID()).Scan(&got))
+	require.True(t, got)
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", "../../migrations", "--lock-timeout", "1ms")
+	assert.Equal(t, exitFail, r.code)
+	assert.Contains(t, r.stderr, "holds the lock")
+	assert.Equal(t, 1, lines(r.stderr))
+}
+
+func TestApplyFailingMigration(t *testing.T) {
+	t.Parallel()
+	url := pgtest.EmptyURL(t)
+	const bad = "20260201000000_broken.sql"
+	dir := migrationsDir(t, map[string]string{
+		bad: "CREATE TABLE \"kept_out\" (\"id\" text);\nALTER TABLE \"no_such_table\"\n  ADD COLUMN \"x\" integer;\n",
+	})
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+	assert.Equal(t, exitFail, r.code)
+	assert.Contains(t, r.stdout, "Applied "+firstFile, "the earlier file is applied")
+	assert.Contains(t, r.stderr, bad)
+	assert.Contains(t, r.stderr, `statement: ALTER TABLE "no_such_table" ADD COLUMN "x" integer;`)
+	assert.Contains(t, r.stderr, `relation "no_such_table" does not exist`)
+	assert.Equal(t, 1, lines(r.stderr), "one line: %q", r.stderr)
+	db := pgtest.Open(t, url)
+	assert.False(t, tableExists(t, db, "public.kept_out"), "the failing file was rolled back")
+
+	r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
+	assert.Equal(t, exitFailed, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "Failed: "+bad+" (0 of 2 statements applied)")
+}
+
+func TestStatusStates(t *testing.T) {
+	t.Parallel()
+	url := pgtest.EmptyURL(t)
+	dir := "../../migrations"
+	r := dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
+	assert.Equal(t, exitPending, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "Pending: "+firstFile)
+
+	require.Equal(t, exitOK, dbctl(t, "migrate", "apply", "--url", url, "--dir", dir).code)
+	r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
+	assert.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "Database schema is up to date!")
+
+	r = dbctl(t, "migrate", "status", "--url", url, "--dir", migrationsDir(t, map[string]string{later: "SELECT 1;\n"}), "--json")
+	assert.Equal(t, exitPending, r.code)
+	var st statusResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &st))
+	assert.Equal(t, "pending", st.State)
+	assert.Equal(t, []string{later}, st.Pending)
+	assert.Equal(t, []string{spec.Version}, st.Applied)
+
+	_, err := pgtest.Open(t, url).Exec(`INSERT INTO atlas_schema_revisions.atlas_schema_revisions
+		(version, description, type, applied, total, executed_at, execution_time, hash, operator_version)
+		VALUES ('20990101000000', 'from_another_branch', 2, 1, 1, now(), 1, 'h', 'Atlas CLI v0.38.0')`)
+	require.NoError(t, err)
+	r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
+	assert.Equal(t, exitUnknown, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "Unknown: version 20990101000000")
+}
+
+func TestPrismaAdoption(t *testing.T) {
+	t.Parallel()
+	url := prismaDB(t)
+	db := pgtest.Open(t, url)
+	before := prismaRows(t, db)
+	dir := migrationsDir(t, map[string]string{later: "ALTER TABLE \"idempotency_records\" ADD COLUMN \"note\" text;\n"})
+
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir, "--dev-url", devURL(t))
+	require.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "Found Prisma migration "+spec.Version+"_"+spec.Name)
+	assert.Contains(t, r.stdout, "Recorded version "+spec.Version+" as the baseline (adopted from _prisma_migrations)")
+	assert.Contains(t, r.stdout, "Applied "+later)
+	revs := revisions(t, db, "atlas_schema_revisions")
+	require.Len(t, revs, 2)
+	assert.Equal(t, spec.Version, revs[0].Version)
+	assert.Equal(t, int(migrate.RevisionTypeBaseline), revs[0].Type)
+	assert.Equal(t, "20260301000000", revs[1].Version)
+	assert.Equal(t, 1, revs[1].Applied)
+	assert.Equal(t, before, prismaRows(t, db), "_prisma_migrations is never modified")
+
+	r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
+	assert.Equal(t, exitOK, r.code, r.stdout)
+	assert.Contains(t, r.stdout, "baseline "+spec.Version)
+}
+
+func TestPrismaAdoptionRefusesADifferentSchema(t *testing.T) {
+	t.Parallel()
+	url := prismaDB(t)
+	db := pgtest.Open(t, url)
+	_, err := db.Exec(`DROP INDEX "auth_attempts_ip_idx"; ALTER TABLE "auth_attempts" ALTER COLUMN "failuresCount" DROP DEFAULT`)
+	require.NoError(t, err)
+	before := prismaRows(t, db)
+	dir := migrationsDir(t, map[string]string{later: "ALTER TABLE \"idempotency_records\" ADD COLUMN \"note\" text;\n"})
+
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir, "--dev-url", devURL(t))
+	assert.Equal(t, exitFail, r.code)
+	assert.Contains(t, r.stdout, "index auth_attempts_ip_idx on auth_attempts: missing")
+	assert.Contains(t, r.stdout, "column auth_attempts.failuresCount: default is none, expected 0")
+	assert.Contains(t, r.stderr, "refusing to baseline at "+spec.Version)
+	assert.False(t, tableExists(t, db, "atlas_schema_revisions.atlas_schema_revisions"), "nothing recorded")
+	var noted bool
+	require.NoError(t, db.QueryRow(`SELECT EXISTS (SELECT FROM information_schema.columns WHERE column_name = 'note')`).Scan(&noted))
+	assert.False(t, noted, "no later file applied")
+	assert.Equal(t, before, prismaRows(t, db))
+}
+
+// --baseline adopts a database that has the tables but no Prisma table.
+func TestExplicitBaseline(t *testing.T) {
+	t.Parallel()
+	url := pgtest.EmptyURL(t)
+	db := pgtest.Open(t, url)
+	_, err := db.Exec(spec.MigrationSQL)
+	require.NoError(t, err)
+
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", "../../migrations")
+	assert.Equal(t, exitFail, r.code, "a dirty database without a baseline is refused")
+	assert.Contains(t, r.stderr, "baseline version or allow-dirty is required")
+
+	r = dbctl(t, "migrate", "apply", "--url", url, "--dir", "../../migrations", "--baseline", spec.Version, "--dev-url", devURL(t))
+	require.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "Recorded version "+spec.Version+" as the baseline (--baseline)")
+	revs := revisions(t, db, "atlas_schema_revisions")
+	require.Len(t, revs, 1)
+	assert.Equal(t, int(migrate.RevisionTypeBaseline), revs[0].Type)
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	r := dbctl(t, "migrate", "apply", "--url", "postgres://app@127.0.0.1:1/klozd", "--dir", "../../migrations")
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "127.0.0.1:1")
+	assert.Equal(t, 1, lines(r.stderr), "%q", r.stderr)
+
+	admin, err := url.Parse(devURL(t))
+	require.NoError(t, err)
+	admin.User = url.UserPassword("no_such_role", "wrong")
+	r = dbctl(t, "migrate", "status", "--url", admin.String(), "--dir", "../../migrations")
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "cannot connect to PostgreSQL at "+admin.Host)
+	assert.Contains(t, r.stderr, "no_such_role")
+	assert.NotContains(t, r.stderr, "wrong")
+	assert.Equal(t, 1, lines(r.stderr), "%q", r.stderr)
+
+	for _, args := range [][]string{
+		{"migrate", "apply", "--nope"},
+		{"migrate", "status", "--nope"},
+		{"migrate", "lint", "--nope"},
+		{"migrate", "reset", "--nope"},
+		{"dev", "--nope"},
+		{"drift", "--nope"},
+	} {
+		r := dbctl(t, args...)
+		assert.Equal(t, exitUsage, r.code, "%v", args)
+		assert.Contains(t, r.stderr, "flag provided but not defined: -nope", "%v", args)
+		assert.Equal(t, 1, lines(r.stderr), "%v: %q", args, r.stderr)
+	}
+}
+
+// atlasLockID is the advisory lock key Atlas derives for "atlas_migrate_execute".
+func atlasLockID() int64 {
+	var h uint32 = 2166136261
+	for _, c := range []byte("atlas_migrate_execute") {
+		h *= 16777619
+		h ^= uint32(c)
+	}
+	return int64(h)
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/lib/pq"
+
+	"github.com/klozd/api/internal/migration"
+)
+
+// stdin and stdinIsTerminal are where reset reads its confirmation.
+var (
+	stdin           io.Reader = os.Stdin
+	stdinIsTerminal           = func() bool { return isTerminal(os.Stdin) }
+)
+
+type resetResult struct {
+	Dropped []string `json:"dropped"`
+	Applied []string `json:"applied"`
+}
+
+func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	const name = "dbctl migrate reset"
+	fs := newFlags(name,
+		"Development only. Drops the application schema (public, or the URL's search_path schema) and\n"+
+			"the revisions schema with everything in them, re-creates the application schema, then applies\n"+
+			"all migrations (like prisma migrate reset). Refuses a host other than localhost, 127.0.0.1,\n"+
+			"::1 or a Unix socket unless --force. Asks for confirmation on a terminal; without a terminal\n"+
+			"it needs --yes. Exit 0 reset, 1 a failed migration, 2 refused or bad usage.",
+		"dbctl migrate reset --url postgres://postgres@localhost:5432/klozd_dev --yes", stderr)
+	dbURL := urlFlag(fs)
+	dirPath := dirFlag(fs)
+	yes := fs.Bool("yes", false, "do not ask for confirmation")
+	force := fs.Bool("force", false, "allow a host that is not local")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if code, ok := parse(fs, args, stderr); !ok {
+		return code
+	}
+	if *dbURL == "" {
+		return usageErr(stderr, name, fmt.Errorf("no database URL: pass --url or set DATABASE_URL"))
+	}
+	u, err := url.Parse(*dbURL)
+	if err != nil {
+		return usageErr(stderr, name, fmt.Errorf("parse URL: %w", err))
+	}
+	host := u.Hostname()
+	if h := u.Query().Get("host"); h != "" {
+		host = h
+	}
+	if !isLocalHost(host) && !*force {
+		return usageErr(stderr, name, fmt.Errorf("refusing to reset a database on %s, which is not a local host: reset is for development; pass --force if you mean it", u.Host))
+	}
+	revSchema, bound, err := migration.SchemasFor(*dbURL)
+	if err != nil {
+		return usageErr(stderr, name, err)
+	}
+	dir, err := openDir(*dirPath)
+	if err != nil {
+		return usageErr(stderr, name, err)
+	}
+	appSchema := bound
+	if appSchema == "" {
+		appSchema = "public"
+	}
+	schemas := []string{appSchema}
+	if revSchema != appSchema {
+		schemas = append(schemas, revSchema)
+	}
+	what := fmt.Sprintf("schema(s) %s of database %s on %s", strings.Join(schemas, ", "), strings.TrimPrefix(u.Path, "/"), u.Host)
+	if !*yes {
+		if !stdinIsTerminal() {
+			return usageErr(stderr, name, fmt.Errorf("refusing to drop %s without confirmation: stdin is not a terminal, pass --yes", what))
+		}
+		fmt.Fprintf(stderr, "This drops %s and all their data, then applies all migrations. Type 'yes' to continue: ", what)
+		answer, _ := bufio.NewReader(stdin).ReadString('\n')
+		if strings.TrimSpace(answer) != "yes" {
+			fmt.Fprintln(stderr, "Aborted: nothing was changed.")
+			return exitUsage
+		}
+	}
+	db, err := connect(ctx, *dbURL)
+	if err != nil {
+		return usageErr(stderr, name, err)
+	}
+	defer db.Close()
+	var b strings.Builder
+	for _, s := range schemas {
+		fmt.Fprintf(&b, "DROP SCHEMA IF EXISTS %s CASCADE;\n", pq.QuoteIdentifier(s))
+	}
+	fmt.Fprintf(&b, "CREATE SCHEMA %s;\n", pq.QuoteIdentifier(appSchema))
+	tx, err := db.BeginTx(ctx, nil)
+	if err == nil {
+		if _, err = tx.ExecContext(ctx, b.String()); err == nil {
+			err = tx.Commit()
+		} else {
+			_ = tx.Rollback()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: drop %s: %s\n", name, strings.Join(schemas, ", "), oneLine(err.Error()))
+		return exitFail
+	}
+	res := resetResult{Dropped: schemas, Applied: []string{}}
+	report, err := migration.Apply(ctx, db, dir, migration.ApplyOptions{RevisionsSchema: revSchema, Schema: bound})
+	if report != nil {
+		for _, f := range report.Applied {
+			res.Applied = append(res.Applied, f.Name())
+		}
+	}
+	if *asJSON {
+		writeJSON(stdout, res)
+	} else {
+		fmt.Fprintf(stdout, "Dropped %s\n", strings.Join(schemas, ", "))
+		for _, f := range res.Applied {
+			fmt.Fprintf(stdout, "Applied %s\n", f)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
+		return exitFail
+	}
+	if !*asJSON {
+		fmt.Fprintln(stdout, "Database reset: all migrations applied")
+	}
+	return exitOK
+}
+
+func isLocalHost(host string) bool {
+	return host == "" || host == "localhost" || host == "127.0.0.1" || host == "::1" || strings.HasPrefix(host, "/")
+}

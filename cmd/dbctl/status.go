@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/klozd/api/internal/migration"
+)
+
+type statusResult struct {
+	*migration.Status
+	State           string `json:"state"` // up_to_date, pending, failed, unknown
+	RevisionsSchema string `json:"revisions_schema"`
+}
+
+func runMigrateStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	const name = "dbctl migrate status"
+	fs := newFlags(name,
+		"Compares the revisions recorded in the database with the migration directory: applied, pending,\n"+
+			"failed (an error or fewer statements applied than the file has) and unknown (in the database,\n"+
+			"not in the directory) versions. Changes nothing.\n"+
+			"Exit 0 up to date, 3 pending files, 4 a failed revision, 5 unknown revisions (the highest\n"+
+			"wins), 2 bad usage or an unreachable database.",
+		"dbctl migrate status --url postgres://app@db:5432/klozd --json", stderr)
+	dbURL := urlFlag(fs)
+	dirPath := dirFlag(fs)
+	asJSON := fs.Bool("json", false, "print the status as JSON")
+	if code, ok := parse(fs, args, stderr); !ok {
+		return code
+	}
+	revSchema, _, err := migration.SchemasFor(*dbURL)
+	if err != nil {
+		return usageErr(stderr, name, err)
+	}
+	dir, err := openDir(*dirPath)
+	if err != nil {
+		return usageErr(stderr, name, err)
+	}
+	db, err := connect(ctx, *dbURL)
+	if err != nil {
+		return usageErr(stderr, name, err)
+	}
+	defer db.Close()
+	st, err := migration.ReadStatus(ctx, db, dir, revSchema)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
+		return exitFail
+	}
+	res := statusResult{Status: st, RevisionsSchema: revSchema}
+	code := exitOK
+	switch {
+	case len(st.Unknown) > 0:
+		res.State, code = "unknown", exitUnknown
+	case len(st.Failed) > 0:
+		res.State, code = "failed", exitFailed
+	case len(st.Pending) > 0:
+		res.State, code = "pending", exitPending
+	default:
+		res.State = "up_to_date"
+	}
+	if *asJSON {
+		writeJSON(stdout, res)
+		return code
+	}
+	fmt.Fprintf(stdout, "Revisions: %s.%s\n", revSchema, migration.RevisionsTable)
+	fmt.Fprintf(stdout, "Applied: %d", len(st.Applied))
+	if len(st.Applied) > 0 {
+		fmt.Fprintf(stdout, " (latest %s)", st.Applied[len(st.Applied)-1])
+	}
+	if st.Baseline != "" {
+		fmt.Fprintf(stdout, ", baseline %s", st.Baseline)
+	}
+	fmt.Fprintln(stdout)
+	for _, f := range st.Failed {
+		fmt.Fprintf(stdout, "Failed: %s (%d of %d statements applied): %s; statement: %s\n",
+			f.File, f.Applied, f.Total, oneLine(f.Error), oneLine(f.ErrorStmt))
+	}
+	for _, v := range st.Unknown {
+		fmt.Fprintf(stdout, "Unknown: version %s is recorded in the database but not in the migration directory\n", v)
+	}
+	for _, p := range st.Pending {
+		fmt.Fprintf(stdout, "Pending: %s\n", p)
+	}
+	switch res.State {
+	case "up_to_date":
+		fmt.Fprintln(stdout, "Database schema is up to date!")
+	case "pending":
+		fmt.Fprintf(stdout, "%d migration(s) not applied yet: run dbctl migrate apply\n", len(st.Pending))
+	case "failed":
+		fmt.Fprintln(stdout, "A migration failed: fix the file (and run dbctl migrate hash), then run dbctl migrate apply")
+	case "unknown":
+		fmt.Fprintln(stdout, "The database has migrations this directory lacks: update your checkout before migrating")
+	}
+	return code
+}
