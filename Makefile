@@ -30,9 +30,25 @@ drift: dbctl ## check atlas.sum, ent schema, migrations and spec agree (on a thr
 	$(DBCTL) drift
 
 .PHONY: migrate
-migrate: dbctl ## apply pending migrations to DATABASE_URL (prisma migrate deploy)
+migrate: dbctl ## apply pending migrations to DATABASE_URL, adopting a Prisma-migrated database (prisma migrate deploy)
 	@test -n "$$DATABASE_URL" || { echo "make migrate: set DATABASE_URL=postgres://user:pass@host:5432/db"; exit 2; }
 	$(DBCTL) migrate apply
+
+.PHONY: status
+status: dbctl ## applied/pending/failed/unknown migrations of DATABASE_URL; exit 3/4/5 when not up to date (prisma migrate status)
+	$(DBCTL) migrate status
+
+.PHONY: migrate-lint
+migrate-lint: dbctl ## lint the latest migration for destructive and incompatible changes
+	$(DBCTL) migrate lint --latest 1
+
+.PHONY: reset
+reset: dbctl ## development only: drop the schema of a local DATABASE_URL and apply all migrations (prisma migrate reset)
+	$(DBCTL) migrate reset
+
+.PHONY: dev
+dev: dbctl ## a throwaway PostgreSQL with all migrations applied; prints its URL, Ctrl-C stops it
+	$(DBCTL) dev
 
 .PHONY: test
 test: verify lint ## run every test on real PostgreSQL with -race (after verify and lint)
@@ -43,9 +59,10 @@ bench: ## run the benchmarks (service vs hand-written SQL baselines)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
 
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet, and actionlint on the GitHub workflow
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed on:"; echo "$$out"; exit 1; }
 	$(GO) vet ./...
+	$(GO) tool actionlint
 
 .PHONY: verify
 verify: ## fail when go generate ./... or go mod tidy would change the tree

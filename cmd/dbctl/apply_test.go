@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/klozd/api/internal/devdb"
 	"github.com/klozd/api/internal/migration"
 	"github.com/klozd/api/internal/pgtest"
 	"github.com/klozd/api/spec"
@@ -74,8 +73,7 @@ func TestApplyJSONAndDryRun(t *testing.T) {
 // A URL scoped to a schema keeps its revisions in that schema, as the CLI does.
 func TestApplySearchPath(t *testing.T) {
 	t.Parallel()
-	url, err := devdb.WithParam(pgtest.EmptyURL(t), "search_path", "app")
-	require.NoError(t, err)
+	url := withParam(t, pgtest.EmptyURL(t), "search_path", "app")
 	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", "../../migrations")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	db := pgtest.Open(t, url)
@@ -292,4 +290,14 @@ func atlasLockID() int64 {
 		h ^= uint32(c)
 	}
 	return int64(h)
+}
+
+func withParam(t *testing.T, raw, key, value string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
