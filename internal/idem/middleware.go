@@ -126,13 +126,13 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		req.IP = cfg.IP(r)
 	}
 	ev := Event{KeyID: storedKey(req.Tenant, req.Key), Route: route, Tenant: req.Tenant}
-	log := cfg.Logger.With(slog.String("key_id", ev.KeyID[:16]), slog.String("route", route))
+	log := logger{l: cfg.Logger, keyID: ev.KeyID[:16], route: route}
 
 	res, err := m.begin(r.Context(), req, ev)
 	switch {
 	case errors.Is(err, ErrMismatch):
 		m.emit(ev, EventMismatch, 0, "")
-		log.LogAttrs(r.Context(), slog.LevelInfo, "idem: key reused with a different request")
+		log.log(r.Context(), slog.LevelInfo, "idem: key reused with a different request")
 		writeProblem(w, http.StatusUnprocessableEntity, "This "+cfg.Header+" was used with a different request; send a new key.", 0)
 		return
 	case errors.Is(err, ErrInFlight):
@@ -141,16 +141,16 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	case err != nil && r.Context().Err() != nil:
 		return // the client is gone; nobody reads an answer
 	case err != nil && cfg.FailOpen:
-		log.LogAttrs(r.Context(), slog.LevelError, "idem: store unavailable, running without idempotency (fail open)", slog.Any("error", err))
+		log.log(r.Context(), slog.LevelError, "idem: store unavailable, running without idempotency (fail open)", slog.Any("error", err))
 		next.ServeHTTP(w, r)
 		return
 	case err != nil:
-		log.LogAttrs(r.Context(), slog.LevelError, "idem: store unavailable, answering 503", slog.Any("error", err))
+		log.log(r.Context(), slog.LevelError, "idem: store unavailable, answering 503", slog.Any("error", err))
 		writeProblem(w, http.StatusServiceUnavailable, "Idempotency keys cannot be checked right now; retry later.", cfg.RetryAfter)
 		return
 	case res.Replay != nil:
 		m.emit(ev, EventReplay, res.Replay.Status, "")
-		log.LogAttrs(r.Context(), slog.LevelDebug, "idem: replayed", slog.Int("status", res.Replay.Status))
+		log.log(r.Context(), slog.LevelDebug, "idem: replayed", slog.Int("status", res.Replay.Status))
 		replay(w, res.Replay)
 		return
 	}
@@ -190,7 +190,7 @@ func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, 
 
 // run runs the handler under claim c and then stores its response or
 // releases the claim. No connection is held while the handler runs.
-func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Request, c *Claim, ev Event, log *slog.Logger) {
+func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Request, c *Claim, ev Event, log logger) {
 	rec := &recorder{w: w, limit: m.cfg.MaxResponseBody, defaultType: m.cfg.DefaultContentType, keep: m.cfg.ReplayHeaders}
 	cleanup := context.WithoutCancel(r.Context())
 	finished := false
@@ -211,7 +211,7 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 	case rec.status < 200 || rec.status >= 500:
 		m.release(cleanup, c, ev, log, rec.status, "status")
 	case rec.overflow:
-		log.LogAttrs(r.Context(), slog.LevelWarn, "idem: response body over the limit, not stored; the key can run again",
+		log.log(r.Context(), slog.LevelWarn, "idem: response body over the limit, not stored; the key can run again",
 			slog.Int("status", rec.status), slog.Int("limit", m.cfg.MaxResponseBody))
 		m.release(cleanup, c, ev, log, rec.status, "too large")
 	default:
@@ -219,25 +219,39 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 		defer cancel()
 		err := m.cfg.Store.Complete(ctx, c, Response{Status: rec.status, Header: rec.saved, Body: rec.buf})
 		if err != nil {
-			log.LogAttrs(r.Context(), slog.LevelError, "idem: response sent but not stored; the key stays claimed until its lease ends",
+			log.log(r.Context(), slog.LevelError, "idem: response sent but not stored; the key stays claimed until its lease ends",
 				slog.Int("status", rec.status), slog.Any("error", err))
 			return
 		}
 		m.emit(ev, EventStored, rec.status, "")
-		log.LogAttrs(r.Context(), slog.LevelDebug, "idem: stored", slog.Int("status", rec.status))
+		log.log(r.Context(), slog.LevelDebug, "idem: stored", slog.Int("status", rec.status))
 	}
 }
 
-func (m *middleware) release(ctx context.Context, c *Claim, ev Event, log *slog.Logger, status int, reason string) {
+func (m *middleware) release(ctx context.Context, c *Claim, ev Event, log logger, status int, reason string) {
 	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
 	if err := m.cfg.Store.Release(ctx, c); err != nil {
-		log.LogAttrs(ctx, slog.LevelError, "idem: claim not released; the key stays claimed until its lease ends",
+		log.log(ctx, slog.LevelError, "idem: claim not released; the key stays claimed until its lease ends",
 			slog.String("reason", reason), slog.Any("error", err))
 		return
 	}
 	m.emit(ev, EventReleased, status, reason)
-	log.LogAttrs(ctx, slog.LevelDebug, "idem: released", slog.String("reason", reason), slog.Int("status", status))
+	log.log(ctx, slog.LevelDebug, "idem: released", slog.String("reason", reason), slog.Int("status", status))
+}
+
+// logger logs an event of one key, identified by a prefix of its hash.
+// Attributes are built only for enabled levels.
+type logger struct {
+	l            *slog.Logger
+	keyID, route string
+}
+
+func (l logger) log(ctx context.Context, level slog.Level, msg string, attrs ...slog.Attr) {
+	if !l.l.Enabled(ctx, level) {
+		return
+	}
+	l.l.LogAttrs(ctx, level, msg, append([]slog.Attr{slog.String("key_id", l.keyID), slog.String("route", l.route)}, attrs...)...)
 }
 
 func (m *middleware) emit(ev Event, kind EventKind, status int, reason string) {

@@ -562,14 +562,17 @@ func TestMiddlewareStatementCount(t *testing.T) {
 	s := NewStore(db, StoreConfig{})
 	var calls atomic.Int64
 	h := serve(Config{Store: s}, created(&calls))
-	require.Equal(t, http.StatusCreated, post(h, "warm-up", "{}").Code) // open the connection
+	// Warm up: open the connection and prepare the statements on it.
+	require.Equal(t, http.StatusCreated, post(h, "warm-up", "{}").Code)
+	require.Equal(t, "true", post(h, "warm-up", "{}").Header().Get("Idempotent-Replayed"))
 
-	before := count.Load()
+	before, prepares := count.n.Load(), count.prepares.Load()
 	require.Equal(t, http.StatusCreated, post(h, "new", "{}").Code)
-	assert.Equal(t, int64(2), count.Load()-before, "new key: claim + complete")
+	assert.Equal(t, int64(2), count.n.Load()-before, "new key: claim + complete")
 
-	before = count.Load()
+	before = count.n.Load()
 	w := post(h, "new", "{}")
 	require.Equal(t, "true", w.Header().Get("Idempotent-Replayed"))
-	assert.Equal(t, int64(1), count.Load()-before, "replay: one query")
+	assert.Equal(t, int64(1), count.n.Load()-before, "replay: one query")
+	assert.Equal(t, prepares, count.prepares.Load(), "statements are prepared once per connection")
 }

@@ -37,8 +37,9 @@ const beginAttempts = 5
 // the database; every operation is a single autocommitted statement, so no
 // connection is held between them.
 type Store struct {
-	db  *sql.DB
-	cfg StoreConfig
+	db    *sql.DB
+	cfg   StoreConfig
+	stmts stmts
 }
 
 // NewStore returns a Store on db, a pool opened by database.Open (its
@@ -102,16 +103,25 @@ type Result struct {
 	Replay *Response
 }
 
-// The claim statement. The INSERT claims a free key; ON CONFLICT takes over
-// the row only when it has expired (a completed record past its TTL, or an
-// in-flight claim past its lease), giving it a new id: the fencing token.
-// When the row is live the update does not happen and the second SELECT
-// returns it in the same round trip: a replay costs one query. The row lock
-// ON CONFLICT takes serialises concurrent claimers, so exactly one wins.
-const beginSQL = `WITH claimed AS (
+// The claim statement. "live" reads the key's row; when the statement's
+// snapshot shows it unexpired, the INSERT's source is empty and the
+// statement only reads: a replay (or a 409, or a 422) is one query that
+// takes no lock and writes nothing. Otherwise the INSERT claims the key;
+// ON CONFLICT takes over the row only when it has expired (a completed
+// record past its TTL, or an in-flight claim past its lease), giving it a
+// new id, the fencing token. The unique index and the row lock ON CONFLICT
+// takes serialise concurrent claimers, so exactly one wins. A claimer that
+// loses to a row committed after its snapshot gets no row back at all, and
+// Begin runs the statement again with a fresh snapshot.
+const beginSQL = `WITH live AS (
+	SELECT "id", "requestHash", "responseStatus", "responseBodyJson"
+	FROM idempotency_records
+	WHERE "key" = $2 AND "route" = $3 AND "expiresAt" > $5
+), claimed AS (
 	INSERT INTO idempotency_records AS r
 		("id", "key", "route", "requestHash", "responseStatus", "responseBodyJson", "createdAt", "expiresAt", "organizationId", "ip")
-	VALUES ($1, $2, $3, $4, 0, '', $5, $6, $7, $8)
+	SELECT $1, $2, $3, $4, 0, '', $5, $6, $7, $8
+	WHERE NOT EXISTS (SELECT 1 FROM live)
 	ON CONFLICT ("key", "route") DO UPDATE SET
 		"id" = EXCLUDED."id",
 		"requestHash" = EXCLUDED."requestHash",
@@ -126,9 +136,7 @@ const beginSQL = `WITH claimed AS (
 )
 SELECT true, "id", '', 0, '' FROM claimed
 UNION ALL
-SELECT false, "id", "requestHash", "responseStatus", "responseBodyJson"
-FROM idempotency_records
-WHERE "key" = $2 AND "route" = $3 AND NOT EXISTS (SELECT 1 FROM claimed)`
+SELECT false, "id", "requestHash", "responseStatus", "responseBodyJson" FROM live`
 
 // Begin claims the key of req, or returns the response stored for it. It
 // returns [ErrMismatch] when the key's live record has another fingerprint,
@@ -141,6 +149,10 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 		return Result{}, errors.New("idem: begin: Request.Fingerprint is empty; compute it with Fingerprint")
 	}
 	key := storedKey(req.Tenant, req.Key)
+	st, err := s.prepared(ctx, beginSQL)
+	if err != nil {
+		return Result{}, fmt.Errorf("idem: begin key %.12s on %q: %w", key, req.Route, err)
+	}
 	for range beginAttempts {
 		now := schema.UTCMillis(s.cfg.Now())
 		token := schema.NewID()
@@ -152,7 +164,7 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 			status  int
 			body    string
 		)
-		err := s.db.QueryRowContext(ctx, beginSQL, token, key, req.Route, req.Fingerprint,
+		err := st.QueryRowContext(ctx, token, key, req.Route, req.Fingerprint,
 			now, expires, nullString(req.Tenant), nullString(req.IP)).
 			Scan(&claimed, &id, &hash, &status, &body)
 		switch {
@@ -193,7 +205,11 @@ func (s *Store) Complete(ctx context.Context, c *Claim, resp Response) error {
 		return fmt.Errorf("idem: complete key %.12s: %w", c.key, err)
 	}
 	expires := schema.UTCMillis(s.cfg.Now().Add(s.cfg.TTL))
-	res, err := s.db.ExecContext(ctx, completeSQL, c.token, resp.Status, body, expires)
+	st, err := s.prepared(ctx, completeSQL)
+	if err != nil {
+		return fmt.Errorf("idem: complete key %.12s on %q: %w", c.key, c.route, err)
+	}
+	res, err := st.ExecContext(ctx, c.token, resp.Status, body, expires)
 	if err != nil {
 		return fmt.Errorf("idem: complete key %.12s on %q: %w", c.key, c.route, err)
 	}
@@ -205,7 +221,11 @@ const releaseSQL = `DELETE FROM idempotency_records WHERE "id" = $1 AND "respons
 // Release gives up c, deleting its row, so the next request with the key
 // runs. It returns [ErrClaimLost] when c is no longer the key's claim.
 func (s *Store) Release(ctx context.Context, c *Claim) error {
-	res, err := s.db.ExecContext(ctx, releaseSQL, c.token)
+	st, err := s.prepared(ctx, releaseSQL)
+	if err != nil {
+		return fmt.Errorf("idem: release key %.12s on %q: %w", c.key, c.route, err)
+	}
+	res, err := st.ExecContext(ctx, c.token)
 	if err != nil {
 		return fmt.Errorf("idem: release key %.12s on %q: %w", c.key, c.route, err)
 	}
