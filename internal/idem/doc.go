@@ -35,16 +35,20 @@
 // The table has no status column. A row whose "responseStatus" is 0 is an
 // in-flight claim, and its "expiresAt" is then the end of the claim's
 // lease ([StoreConfig.Lease], default 1 minute) instead of the end of the
-// record's retention. Begin is one statement: INSERT … ON CONFLICT
-// ("key","route") DO UPDATE … WHERE "expiresAt" <= now RETURNING, joined
-// with a SELECT of the existing row. PostgreSQL's unique index and the row
-// lock that ON CONFLICT takes make the claim atomic: of concurrent
-// claimers exactly one inserts (or takes over an expired row), and the
-// others see its row, as a claim in flight ([ErrInFlight], 409) or a
-// response (replay). There is no check-then-insert and no unique violation
-// can surface. A row past "expiresAt" is treated as absent and taken over
-// by the same statement: a completed record past its TTL, or a claim whose
-// instance crashed, once its lease has run out.
+// record's retention. Begin is one statement: a CTE reads the key's live
+// (unexpired) row, and only when there is none does INSERT … ON CONFLICT
+// ("key","route") DO UPDATE … WHERE "expiresAt" <= now RETURNING claim the
+// key. A replay, 409 or 422 is thus a single read that takes no lock and
+// writes nothing. PostgreSQL's unique index and the row lock that ON
+// CONFLICT takes make the claim atomic: of concurrent claimers exactly one
+// inserts (or takes over an expired row), and the others see its row, as
+// a claim in flight ([ErrInFlight], 409) or a response (replay). There is
+// no check-then-insert and no unique violation can surface. A claimer
+// whose snapshot predates the winner's commit gets no row back and runs
+// the statement again. A row past "expiresAt" is treated as absent and
+// taken over by the same statement: a completed record past its TTL, or a
+// claim whose instance crashed, once its lease has run out. The Store
+// prepares its three statements once per connection.
 //
 // Each claim writes a new cuid into the row's "id": that id is the claim's
 // fencing token. Complete and Release act only on the row with their

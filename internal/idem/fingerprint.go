@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"hash"
 	"io"
 	"mime"
 	"slices"
@@ -34,21 +33,21 @@ const (
 // Other bodies are hashed byte for byte, tagged so that they never collide
 // with a canonical JSON one.
 func Fingerprint(method, route, tenant, contentType string, body []byte) string {
-	h := sha256.New()
-	writeFrame(h, fingerprintVersion)
-	writeFrame(h, method)
-	writeFrame(h, route)
-	writeFrame(h, tenant)
+	buf := make([]byte, 0, 64+len(fingerprintVersion)+len(method)+len(route)+len(tenant)+len(body))
+	buf = appendFrame(buf, fingerprintVersion)
+	buf = appendFrame(buf, method)
+	buf = appendFrame(buf, route)
+	buf = appendFrame(buf, tenant)
 	if isJSONType(contentType) {
 		if c, err := canonicalJSON(body); err == nil {
-			writeFrame(h, "json")
-			writeFrame(h, c)
-			return hex.EncodeToString(h.Sum(nil))
+			buf = appendFrame(buf, "json")
+			buf = appendFrame(buf, c)
+			return hashHex(buf)
 		}
 	}
-	writeFrame(h, "raw")
-	writeFrame(h, body)
-	return hex.EncodeToString(h.Sum(nil))
+	buf = appendFrame(buf, "raw")
+	buf = appendFrame(buf, body)
+	return hashHex(buf)
 }
 
 // storedKey is the value of the "key" column: the hex SHA-256 of the
@@ -56,18 +55,22 @@ func Fingerprint(method, route, tenant, contentType string, body []byte) string 
 // row, the raw key never reaches the database or the logs, and the indexed
 // value has a fixed length of 64 bytes.
 func storedKey(tenant, key string) string {
-	h := sha256.New()
-	writeFrame(h, keyVersion)
-	writeFrame(h, tenant)
-	writeFrame(h, key)
-	return hex.EncodeToString(h.Sum(nil))
+	buf := make([]byte, 0, 24+len(keyVersion)+len(tenant)+len(key))
+	buf = appendFrame(buf, keyVersion)
+	buf = appendFrame(buf, tenant)
+	buf = appendFrame(buf, key)
+	return hashHex(buf)
 }
 
-func writeFrame[T string | []byte](h hash.Hash, s T) {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
-	h.Write(n[:])
-	h.Write([]byte(s))
+// appendFrame appends s preceded by its length as 8 bytes, big-endian.
+func appendFrame[T string | []byte](dst []byte, s T) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func hashHex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 func isJSONType(contentType string) bool {
