@@ -1,0 +1,164 @@
+package idem
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Defaults of [StoreConfig] and [Config], applied to zero fields.
+const (
+	DefaultTTL             = 24 * time.Hour
+	DefaultLease           = time.Minute
+	DefaultPurgeBatch      = 1000
+	DefaultHeader          = "Idempotency-Key"
+	DefaultMaxRequestBody  = 1 << 20
+	DefaultMaxResponseBody = 1 << 20
+	DefaultRetryAfter      = time.Second
+	DefaultPollInterval    = 50 * time.Millisecond
+	DefaultContentType     = "application/json"
+)
+
+// StoreConfig configures a [Store]. The zero value means every default.
+type StoreConfig struct {
+	// TTL is how long a completed response is kept and replayed, counted
+	// from completion: "expiresAt" = completion + TTL. Default 24 h.
+	TTL time.Duration
+	// Lease is how long an in-flight claim blocks its key. After it, the
+	// claim counts as abandoned (its instance crashed) and the key can be
+	// claimed again, so it must exceed the longest a handler runs (at least
+	// the server's WriteTimeout). Default 1 minute.
+	Lease time.Duration
+	// Now is the clock; every time written is Now() in UTC, truncated to
+	// milliseconds. Default time.Now.
+	Now func() time.Time
+	// PurgeBatch is the number of rows [Store.Purge] deletes per
+	// statement. Default 1000.
+	PurgeBatch int
+}
+
+func (c StoreConfig) resolve() StoreConfig {
+	if c.TTL < 0 || c.Lease < 0 || c.PurgeBatch < 0 {
+		panic(fmt.Sprintf("idem: StoreConfig TTL (%v), Lease (%v) and PurgeBatch (%d) must not be negative", c.TTL, c.Lease, c.PurgeBatch))
+	}
+	c.TTL = cmp.Or(c.TTL, DefaultTTL)
+	c.Lease = cmp.Or(c.Lease, DefaultLease)
+	c.PurgeBatch = cmp.Or(c.PurgeBatch, DefaultPurgeBatch)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Lease < time.Millisecond || c.TTL < time.Millisecond {
+		panic("idem: StoreConfig TTL and Lease must be at least 1ms, the precision of the timestamp(3) columns")
+	}
+	return c
+}
+
+// Config configures [Middleware]. The zero value of each field other than
+// Store means its documented default; an invalid value panics when the
+// middleware is built.
+type Config struct {
+	// Store keeps the records. Required.
+	Store *Store
+	// Header is the request header carrying the key. Default
+	// "Idempotency-Key".
+	Header string
+	// Methods are the methods the middleware applies to; requests with
+	// other methods pass through untouched. Default POST and PATCH.
+	Methods []string
+	// Required reports whether a request must carry a key; a request
+	// without one then gets 400. Default: never, so requests without a key
+	// pass through untouched.
+	Required func(r *http.Request) bool
+	// Route names the scope of a key when r.Pattern is empty (the
+	// middleware wraps a whole mux, or the router is not net/http's).
+	// Default: r.URL.Path, so each path is its own scope.
+	Route func(r *http.Request) string
+	// Tenant returns the tenant of a request, stored in "organizationId".
+	// Keys are namespaced by tenant: the same key sent by two tenants names
+	// two records. Default: no tenant ("").
+	Tenant func(r *http.Request) string
+	// IP returns the client address stored in "ip". Default nil: no
+	// address is stored. [RemoteIP] is a safe choice.
+	IP func(r *http.Request) string
+	// MaxRequestBody is the largest request body, in bytes, the middleware
+	// reads to fingerprint; a larger one gets 413 before the handler runs.
+	// Default 1 MiB.
+	MaxRequestBody int64
+	// MaxResponseBody is the largest response body, in bytes, that is
+	// stored. A larger response is still sent in full, but not stored: the
+	// claim is released and a warning logged. Default 1 MiB.
+	MaxResponseBody int
+	// Wait is how long a duplicate of an in-flight request waits for the
+	// first to finish, then replays its response (or runs, if the first
+	// released its claim). Default 0: answer 409 at once.
+	Wait time.Duration
+	// PollInterval is how often a waiting duplicate looks at the record.
+	// Default 50 ms.
+	PollInterval time.Duration
+	// RetryAfter is the Retry-After sent with 409 and 503. Default 1 s.
+	RetryAfter time.Duration
+	// DefaultContentType is set on a response whose handler wrote a body
+	// without a Content-Type, so the original and its replays carry the
+	// same one. Default "application/json".
+	DefaultContentType string
+	// ReplayHeaders are the response headers stored and replayed besides
+	// Content-Type. Default: Location.
+	ReplayHeaders []string
+	// FailOpen runs the handler without idempotency when the store is
+	// unreachable. Default false: answer 503 and do not run the handler.
+	FailOpen bool
+	// Logger receives the middleware's events; no event carries the raw
+	// key or a body. Default slog.Default().
+	Logger *slog.Logger
+	// OnEvent, when set, is called synchronously for each [Event].
+	OnEvent func(Event)
+}
+
+func (c Config) resolve() Config {
+	if c.Store == nil {
+		panic("idem: Config.Store is nil; build one with NewStore")
+	}
+	c.Header = cmp.Or(c.Header, DefaultHeader)
+	if strings.ContainsAny(c.Header, " \t\r\n:") {
+		panic(fmt.Sprintf("idem: Config.Header %q is not a valid header name", c.Header))
+	}
+	if len(c.Methods) == 0 {
+		c.Methods = []string{http.MethodPost, http.MethodPatch}
+	}
+	for _, m := range c.Methods {
+		if m == "" || strings.ToUpper(m) != m {
+			panic(fmt.Sprintf("idem: Config.Methods holds %q; use upper-case method names such as POST", m))
+		}
+	}
+	if c.MaxRequestBody < 0 || c.MaxResponseBody < 0 || c.Wait < 0 || c.PollInterval < 0 || c.RetryAfter < 0 {
+		panic("idem: Config sizes and durations must not be negative")
+	}
+	c.MaxRequestBody = cmp.Or(c.MaxRequestBody, DefaultMaxRequestBody)
+	c.MaxResponseBody = cmp.Or(c.MaxResponseBody, DefaultMaxResponseBody)
+	c.PollInterval = cmp.Or(c.PollInterval, DefaultPollInterval)
+	c.RetryAfter = cmp.Or(c.RetryAfter, DefaultRetryAfter)
+	c.DefaultContentType = cmp.Or(c.DefaultContentType, DefaultContentType)
+	if c.ReplayHeaders == nil {
+		c.ReplayHeaders = []string{"Location"}
+	}
+	c.ReplayHeaders = append([]string{"Content-Type"}, c.ReplayHeaders...)
+	for i, h := range c.ReplayHeaders {
+		if h == "" || strings.ContainsAny(h, " \t\r\n:") {
+			panic(fmt.Sprintf("idem: Config.ReplayHeaders holds %q, not a header name", h))
+		}
+		c.ReplayHeaders[i] = http.CanonicalHeaderKey(h)
+	}
+	if c.Route == nil {
+		c.Route = func(r *http.Request) string { return r.URL.Path }
+	}
+	if c.Tenant == nil {
+		c.Tenant = func(*http.Request) string { return "" }
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

@@ -1,0 +1,104 @@
+// Package idem makes unsafe HTTP requests idempotent with an
+// Idempotency-Key header (draft-ietf-httpapi-idempotency-key-header), over
+// the idempotency_records table, exactly once across every instance that
+// shares the database.
+//
+// It has two layers. A [Store] works without HTTP: [Store.Begin] either
+// claims a key, so the caller runs the work and then calls
+// [Store.Complete] (store the response) or [Store.Release] (forget the
+// attempt), or returns the stored response to replay; [Store.Purge]
+// deletes expired rows. [Middleware] builds net/http middleware on it.
+//
+// # Scope and tenant isolation
+//
+// A record is unique by ("key", "route"). The route is the request's
+// pattern (http.Request.Pattern, set by http.ServeMux when the middleware
+// wraps a single route's handler) or, when empty, [Config.Route] of the
+// request (by default its path). The tenant, from [Config.Tenant], is
+// stored in "organizationId" and also namespaces the key: the "key" column
+// holds SHA-256(len‖"idem/key/v1"‖len‖tenant‖len‖key) in hex, never the raw
+// key. The same key sent by two tenants therefore names two different rows:
+// neither tenant can replay, block (409) or even detect the other's request
+// (no 422 either), and the raw key, which some clients treat as a secret,
+// is neither stored nor logged. Hashing also bounds the indexed value to 64
+// bytes.
+//
+// # Fingerprint
+//
+// "requestHash" is [Fingerprint]: SHA-256 over the length-framed method,
+// route, tenant and body, with a JSON body in canonical form, so key order
+// and whitespace do not matter. A key reused with another fingerprint gets
+// [ErrMismatch] (422), whether the first request is done or in flight.
+//
+// # Claims, leases and fencing
+//
+// The table has no status column. A row whose "responseStatus" is 0 is an
+// in-flight claim, and its "expiresAt" is then the end of the claim's
+// lease ([StoreConfig.Lease], default 1 minute) instead of the end of the
+// record's retention. Begin is one statement: a CTE reads the key's live
+// (unexpired) row, and only when there is none does INSERT … ON CONFLICT
+// ("key","route") DO UPDATE … WHERE "expiresAt" <= now RETURNING claim the
+// key. A replay, 409 or 422 is thus a single read that takes no lock and
+// writes nothing. PostgreSQL's unique index and the row lock that ON
+// CONFLICT takes make the claim atomic: of concurrent claimers exactly one
+// inserts (or takes over an expired row), and the others see its row, as
+// a claim in flight ([ErrInFlight], 409) or a response (replay). There is
+// no check-then-insert and no unique violation can surface. A claimer
+// whose snapshot predates the winner's commit gets no row back and runs
+// the statement again. A row past "expiresAt" is treated as absent and
+// taken over by the same statement: a completed record past its TTL, or a
+// claim whose instance crashed, once its lease has run out. The Store
+// prepares its three statements once per connection.
+//
+// Each claim writes a new cuid into the row's "id": that id is the claim's
+// fencing token. Complete and Release act only on the row with their
+// claim's id and "responseStatus" 0, so an instance that outlived its
+// lease, whose key another instance has re-claimed, cannot overwrite or
+// delete the new claim: it gets [ErrClaimLost]. The handler runs between
+// two autocommitted statements; no connection or transaction is held
+// while it runs. A handler that runs longer than the lease can run twice,
+// so the lease must exceed the longest handler (the server's WriteTimeout).
+//
+// # What is stored
+//
+// Completing sets "responseStatus" to the response's status, "expiresAt"
+// to completion + [StoreConfig.TTL] (default 24 h), and
+// "responseBodyJson" to an envelope, as the table has no column for
+// headers:
+//
+//	{"v":1,"header":{"Content-Type":["application/json"]},"body":"{\"id\":1}"}
+//
+// The body is kept as a JSON string when it is UTF-8, which round-trips
+// byte for byte, and as "bodyBase64" otherwise. The headers kept are
+// Content-Type and [Config.ReplayHeaders] (default Location). A handler
+// that writes a body without a Content-Type gets [Config.DefaultContentType]
+// (JSON) set on the original response, so original and replay agree.
+//
+// The middleware stores every final response below 500: 2xx and 4xx, and
+// also 3xx (a 303 after a POST is a completed request; running it again
+// would repeat its effect). It stores nothing and releases the claim, so
+// the client can retry, for a 5xx, a handler panic (the panic then goes on
+// up), a request whose context was cancelled before the handler returned,
+// and a body over [Config.MaxResponseBody] (default 1 MiB, with a
+// warning: a truncated body is never replayed). A replay sends the stored
+// status, headers and bytes, plus Idempotent-Replayed: true. Request
+// bodies over [Config.MaxRequestBody] (1 MiB) get 413 before the handler
+// runs; the handler reads the whole body the middleware fingerprinted.
+//
+// # In flight
+//
+// A duplicate of a request in flight gets 409 with Retry-After
+// ([Config.RetryAfter]). With [Config.Wait] set, it instead polls the
+// record every [Config.PollInterval] for up to Wait and replays the
+// response (or runs the request itself if the first released its claim),
+// and gets the 409 only when Wait runs out. Polling costs one indexed
+// query per interval and needs no dedicated connection, unlike LISTEN.
+//
+// # Failures and observability
+//
+// When the store fails, the middleware answers 503 problem+json and does
+// not run the handler (fail closed), unless [Config.FailOpen]. Errors name
+// the operation and wrap their cause. Events go to [Config.Logger] and
+// [Config.OnEvent]; they identify a key by its stored hash, and never
+// carry the raw key or a body. "ip" is stored only when [Config.IP] is set.
+package idem

@@ -1,0 +1,171 @@
+package idem
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// Domain separators: a change of encoding changes every hash instead of
+// silently colliding with the previous version's.
+const (
+	fingerprintVersion = "idem/fingerprint/v1"
+	keyVersion         = "idem/key/v1"
+)
+
+// Fingerprint returns the request hash stored in "requestHash": the hex
+// SHA-256 of a length-framed encoding of method, route, tenant and body.
+// Each field is preceded by its length, so ("ab", "c") and ("a", "bc") never
+// hash alike. When contentType is a JSON media type (application/json,
+// anything +json) or empty, and the body is one valid JSON value, the body
+// is hashed in canonical form: object keys sorted, insignificant whitespace
+// removed, strings re-escaped minimally; numbers keep their text (1 and 1.0
+// differ) so two payloads a decoder could read differently never share a
+// hash. A duplicate object key keeps its last value, as encoding/json does.
+// Other bodies are hashed byte for byte, tagged so that they never collide
+// with a canonical JSON one.
+func Fingerprint(method, route, tenant, contentType string, body []byte) string {
+	buf := make([]byte, 0, 64+len(fingerprintVersion)+len(method)+len(route)+len(tenant)+len(body))
+	buf = appendFrame(buf, fingerprintVersion)
+	buf = appendFrame(buf, method)
+	buf = appendFrame(buf, route)
+	buf = appendFrame(buf, tenant)
+	if isJSONType(contentType) {
+		if c, err := canonicalJSON(body); err == nil {
+			buf = appendFrame(buf, "json")
+			buf = appendFrame(buf, c)
+			return hashHex(buf)
+		}
+	}
+	buf = appendFrame(buf, "raw")
+	buf = appendFrame(buf, body)
+	return hashHex(buf)
+}
+
+// storedKey is the value of the "key" column: the hex SHA-256 of the
+// length-framed tenant and client key. Keys of two tenants never share a
+// row, the raw key never reaches the database or the logs, and the indexed
+// value has a fixed length of 64 bytes.
+func storedKey(tenant, key string) string {
+	buf := make([]byte, 0, 24+len(keyVersion)+len(tenant)+len(key))
+	buf = appendFrame(buf, keyVersion)
+	buf = appendFrame(buf, tenant)
+	buf = appendFrame(buf, key)
+	return hashHex(buf)
+}
+
+// appendFrame appends s preceded by its length as 8 bytes, big-endian.
+func appendFrame[T string | []byte](dst []byte, s T) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func hashHex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func isJSONType(contentType string) bool {
+	if contentType == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+var errTrailingData = errors.New("idem: JSON value followed by more data")
+
+// canonicalJSON returns the canonical form of the single JSON value in data
+// (see [Fingerprint]). It fails on invalid JSON or trailing data.
+func canonicalJSON(data []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errTrailingData
+	}
+	return appendCanonical(make([]byte, 0, len(data)), v), nil
+}
+
+func appendCanonical(dst []byte, v any) []byte {
+	switch v := v.(type) {
+	case nil:
+		return append(dst, "null"...)
+	case bool:
+		if v {
+			return append(dst, "true"...)
+		}
+		return append(dst, "false"...)
+	case json.Number:
+		return append(dst, v...)
+	case string:
+		return appendString(dst, v)
+	case []any:
+		dst = append(dst, '[')
+		for i, e := range v {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendCanonical(dst, e)
+		}
+		return append(dst, ']')
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		dst = append(dst, '{')
+		for i, k := range keys {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, k)
+			dst = append(dst, ':')
+			dst = appendCanonical(dst, v[k])
+		}
+		return append(dst, '}')
+	}
+	panic("idem: unexpected JSON value type") // unreachable: Decode into any yields only the types above
+}
+
+// appendString writes s as a JSON string escaping only what JSON requires:
+// the quote, the backslash and control characters. The decoder has already
+// replaced invalid UTF-8 with U+FFFD, so s is valid UTF-8.
+func appendString(dst []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			dst = utf8.AppendRune(dst, r)
+			i += size
+			continue
+		}
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+		i++
+	}
+	return append(dst, '"')
+}

@@ -1,0 +1,300 @@
+package idem
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// EventKind names an [Event].
+type EventKind string
+
+// The events passed to [Config.OnEvent].
+const (
+	// EventReplay: a stored response was sent again.
+	EventReplay EventKind = "replay"
+	// EventConflict: a duplicate arrived while the first was in flight
+	// (answered 409, or waiting when [Config.Wait] is set).
+	EventConflict EventKind = "conflict"
+	// EventMismatch: the key was reused with another request (422).
+	EventMismatch EventKind = "mismatch"
+	// EventStored: a response was stored for replay.
+	EventStored EventKind = "stored"
+	// EventReleased: a claim was released, the response not stored; Reason
+	// says why.
+	EventReleased EventKind = "released"
+)
+
+// Event describes something the middleware did with a key. It never holds
+// the raw key or a body.
+type Event struct {
+	Kind EventKind
+	// KeyID is the stored form of the key: a hash, safe to log.
+	KeyID  string
+	Route  string
+	Tenant string
+	// Status is the response status, for replay, stored and released.
+	Status int
+	// Reason is why a claim was released: "status" (1xx or 5xx), "panic",
+	// "canceled" or "too large"; or "waiting" for a conflict that waits.
+	Reason string
+}
+
+// releaseTimeout bounds the cleanup statements, which run detached from
+// the request's context so a cancelled request still releases its claim.
+const releaseTimeout = 5 * time.Second
+
+// Middleware returns net/http middleware that makes the requests it applies
+// to ([Config.Methods] with a key in [Config.Header]) run at most once per
+// (tenant, key, route) within the store's TTL, across every instance that
+// shares the database:
+//
+//   - a malformed key, or a missing one where [Config.Required] says so: 400;
+//   - a body over [Config.MaxRequestBody]: 413, before the handler;
+//   - the first request claims the key and runs the handler, which reads
+//     the full body; a final response below 500 is stored;
+//   - a duplicate gets the stored response again, same status, headers
+//     and bytes, with Idempotent-Replayed: true;
+//   - a duplicate of a request in flight: 409 with Retry-After, or it waits
+//     up to [Config.Wait] for the response;
+//   - the key reused with another payload: 422;
+//   - the store unreachable: 503, the handler not run, unless
+//     [Config.FailOpen].
+//
+// Errors are RFC 9457 application/problem+json bodies. Middleware panics,
+// with an "idem:" prefix, when cfg is invalid.
+func Middleware(cfg Config) func(http.Handler) http.Handler {
+	m := &middleware{cfg: cfg.resolve()}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { m.serve(next, w, r) })
+	}
+}
+
+type middleware struct{ cfg Config }
+
+func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
+	cfg := &m.cfg
+	if !slices.Contains(cfg.Methods, r.Method) {
+		next.ServeHTTP(w, r)
+		return
+	}
+	values := r.Header.Values(cfg.Header)
+	if len(values) == 0 {
+		if cfg.Required != nil && cfg.Required(r) {
+			writeProblem(w, http.StatusBadRequest, "This request requires an "+cfg.Header+" header.", 0)
+			return
+		}
+		next.ServeHTTP(w, r)
+		return
+	}
+	if len(values) > 1 {
+		writeProblem(w, http.StatusBadRequest, "Send one "+cfg.Header+" header, not several.", 0)
+		return
+	}
+	key, err := ParseKey(values[0])
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, "The "+cfg.Header+" header must be 1 to 255 printable ASCII characters, bare or as a quoted string.", 0)
+		return
+	}
+	body, err := readBody(w, r, cfg.MaxRequestBody)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeProblem(w, http.StatusRequestEntityTooLarge, "The request body exceeds "+strconv.FormatInt(cfg.MaxRequestBody, 10)+" bytes.", 0)
+			return
+		}
+		writeProblem(w, http.StatusBadRequest, "The request body could not be read.", 0)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+
+	route := r.Pattern
+	if route == "" {
+		route = cfg.Route(r)
+	}
+	req := Request{Key: key, Route: route, Tenant: cfg.Tenant(r)}
+	req.Fingerprint = Fingerprint(r.Method, route, req.Tenant, r.Header.Get("Content-Type"), body)
+	if cfg.IP != nil {
+		req.IP = cfg.IP(r)
+	}
+	ev := Event{KeyID: storedKey(req.Tenant, req.Key), Route: route, Tenant: req.Tenant}
+	log := logger{l: cfg.Logger, keyID: ev.KeyID[:16], route: route}
+
+	res, err := m.begin(r.Context(), req, ev)
+	switch {
+	case errors.Is(err, ErrMismatch):
+		m.emit(ev, EventMismatch, 0, "")
+		log.log(r.Context(), slog.LevelInfo, "idem: key reused with a different request")
+		writeProblem(w, http.StatusUnprocessableEntity, "This "+cfg.Header+" was used with a different request; send a new key.", 0)
+		return
+	case errors.Is(err, ErrInFlight):
+		writeProblem(w, http.StatusConflict, "A request with this "+cfg.Header+" is being processed; retry later.", cfg.RetryAfter)
+		return
+	case err != nil && r.Context().Err() != nil:
+		return // the client is gone; nobody reads an answer
+	case err != nil && cfg.FailOpen:
+		log.log(r.Context(), slog.LevelError, "idem: store unavailable, running without idempotency (fail open)", slog.Any("error", err))
+		next.ServeHTTP(w, r)
+		return
+	case err != nil:
+		log.log(r.Context(), slog.LevelError, "idem: store unavailable, answering 503", slog.Any("error", err))
+		writeProblem(w, http.StatusServiceUnavailable, "Idempotency keys cannot be checked right now; retry later.", cfg.RetryAfter)
+		return
+	case res.Replay != nil:
+		m.emit(ev, EventReplay, res.Replay.Status, "")
+		log.log(r.Context(), slog.LevelDebug, "idem: replayed", slog.Int("status", res.Replay.Status))
+		replay(w, res.Replay)
+		return
+	}
+	m.run(next, w, r, res.Claim, ev, log)
+}
+
+// begin calls Begin, and while the key is in flight and cfg.Wait allows,
+// polls until it can replay or claim.
+func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, error) {
+	res, err := m.cfg.Store.Begin(ctx, req)
+	if !errors.Is(err, ErrInFlight) {
+		return res, err
+	}
+	if m.cfg.Wait <= 0 {
+		m.emit(ev, EventConflict, 0, "")
+		return res, err
+	}
+	m.emit(ev, EventConflict, 0, "waiting")
+	deadline := time.NewTimer(m.cfg.Wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(m.cfg.PollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return Result{}, ctx.Err()
+		case <-deadline.C:
+			return Result{}, ErrInFlight
+		case <-tick.C:
+		}
+		res, err = m.cfg.Store.Begin(ctx, req)
+		if !errors.Is(err, ErrInFlight) {
+			return res, err
+		}
+	}
+}
+
+// run runs the handler under claim c and then stores its response or
+// releases the claim. No connection is held while the handler runs.
+func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Request, c *Claim, ev Event, log logger) {
+	rec := &recorder{w: w, limit: m.cfg.MaxResponseBody, defaultType: m.cfg.DefaultContentType, keep: m.cfg.ReplayHeaders}
+	cleanup := context.WithoutCancel(r.Context())
+	finished := false
+	defer func() {
+		if !finished {
+			// The handler panicked (or called runtime.Goexit): release and
+			// let the panic go on up, unrecovered.
+			m.release(cleanup, c, ev, log, rec.status, "panic")
+		}
+	}()
+	next.ServeHTTP(rec, r)
+	rec.finish()
+	finished = true
+
+	switch {
+	case r.Context().Err() != nil:
+		m.release(cleanup, c, ev, log, rec.status, "canceled")
+	case rec.status < 200 || rec.status >= 500:
+		m.release(cleanup, c, ev, log, rec.status, "status")
+	case rec.overflow:
+		log.log(r.Context(), slog.LevelWarn, "idem: response body over the limit, not stored; the key can run again",
+			slog.Int("status", rec.status), slog.Int("limit", m.cfg.MaxResponseBody))
+		m.release(cleanup, c, ev, log, rec.status, "too large")
+	default:
+		ctx, cancel := context.WithTimeout(cleanup, releaseTimeout)
+		defer cancel()
+		err := m.cfg.Store.Complete(ctx, c, Response{Status: rec.status, Header: rec.saved, Body: rec.buf})
+		if err != nil {
+			log.log(r.Context(), slog.LevelError, "idem: response sent but not stored; the key stays claimed until its lease ends",
+				slog.Int("status", rec.status), slog.Any("error", err))
+			return
+		}
+		m.emit(ev, EventStored, rec.status, "")
+		log.log(r.Context(), slog.LevelDebug, "idem: stored", slog.Int("status", rec.status))
+	}
+}
+
+func (m *middleware) release(ctx context.Context, c *Claim, ev Event, log logger, status int, reason string) {
+	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
+	defer cancel()
+	if err := m.cfg.Store.Release(ctx, c); err != nil {
+		log.log(ctx, slog.LevelError, "idem: claim not released; the key stays claimed until its lease ends",
+			slog.String("reason", reason), slog.Any("error", err))
+		return
+	}
+	m.emit(ev, EventReleased, status, reason)
+	log.log(ctx, slog.LevelDebug, "idem: released", slog.String("reason", reason), slog.Int("status", status))
+}
+
+// logger logs an event of one key, identified by a prefix of its hash.
+// Attributes are built only for enabled levels.
+type logger struct {
+	l            *slog.Logger
+	keyID, route string
+}
+
+func (l logger) log(ctx context.Context, level slog.Level, msg string, attrs ...slog.Attr) {
+	if !l.l.Enabled(ctx, level) {
+		return
+	}
+	l.l.LogAttrs(ctx, level, msg, append([]slog.Attr{slog.String("key_id", l.keyID), slog.String("route", l.route)}, attrs...)...)
+}
+
+func (m *middleware) emit(ev Event, kind EventKind, status int, reason string) {
+	if m.cfg.OnEvent == nil {
+		return
+	}
+	ev.Kind, ev.Status, ev.Reason = kind, status, reason
+	m.cfg.OnEvent(ev)
+}
+
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	return buf.Bytes(), err
+}
+
+func replay(w http.ResponseWriter, resp *Response) {
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = slices.Clone(v)
+	}
+	h.Set("Idempotent-Replayed", "true")
+	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	w.WriteHeader(resp.Status)
+	_, _ = w.Write(resp.Body)
+}
+
+// RemoteIP returns the host of r.RemoteAddr, the peer's address, which a
+// client cannot spoof (unlike X-Forwarded-For). Behind a proxy, supply an
+// [Config.IP] that reads the proxy's header instead.
+func RemoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

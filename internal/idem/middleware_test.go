@@ -1,0 +1,578 @@
+package idem
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/klozd/api/internal/pgtest"
+)
+
+const route = "POST /orders"
+
+// created answers 201 with a Location and a JSON body echoing the request,
+// counting its calls.
+func created(calls *atomic.Int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/vnd.klozd+json; charset=utf-8")
+		w.Header().Set("Location", fmt.Sprintf("/orders/%d", n))
+		w.Header().Set("X-Request-Local", "not replayed")
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "{\"order\": %d, \"echo\": %q}\n", n, body)
+	})
+}
+
+// serve routes POST /orders through the middleware to h on a ServeMux, so
+// r.Pattern is set.
+func serve(cfg Config, h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(route, Middleware(cfg)(h))
+	mux.Handle("GET /orders", h)
+	return mux
+}
+
+func post(h http.Handler, key, body string, header ...string) *httptest.ResponseRecorder {
+	return postCtx(context.Background(), h, key, body, header...)
+}
+
+func postCtx(ctx context.Context, h http.Handler, key, body string, header ...string) *httptest.ResponseRecorder {
+	r := httptest.NewRequestWithContext(ctx, http.MethodPost, "/orders", strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		r.Header.Set("Idempotency-Key", key)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		r.Header.Add(header[i], header[i+1])
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func assertProblem(t *testing.T, w *httptest.ResponseRecorder, status int) {
+	t.Helper()
+	assert.Equal(t, status, w.Code)
+	assert.Equal(t, "application/problem+json", w.Header().Get("Content-Type"))
+	var p problem
+	if assert.NoError(t, json.Unmarshal(w.Body.Bytes(), &p), "body %q", w.Body.String()) {
+		assert.Equal(t, status, p.Status)
+		assert.Equal(t, http.StatusText(status), p.Title)
+		assert.NotEmpty(t, p.Detail)
+	}
+}
+
+// 100 identical requests, started together, split over two instances with
+// their own pools: the handler runs once, the others get 409 while it
+// runs, and the replay afterwards.
+func TestMiddlewareExactlyOnceAcrossInstances(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	var calls atomic.Int64
+	entered, release := make(chan struct{}), make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-release // hold the claim until every duplicate has been answered
+		}
+		created(new(atomic.Int64)).ServeHTTP(w, r)
+	})
+	var servers []*httptest.Server
+	for range 2 {
+		s := NewStore(bounded(t, url, 10), StoreConfig{})
+		srv := httptest.NewServer(serve(Config{Store: s}, h))
+		t.Cleanup(srv.Close)
+		servers = append(servers, srv)
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}}
+	t.Cleanup(client.CloseIdleConnections)
+
+	type answer struct {
+		status   int
+		replayed string
+		body     string
+	}
+	const n = 100
+	start := make(chan struct{})
+	answers := make(chan answer, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			req, err := http.NewRequest(http.MethodPost, servers[i%2].URL+"/orders", strings.NewReader(`{"sku":"a","qty":1}`))
+			if !assert.NoError(t, err) {
+				answers <- answer{}
+				return
+			}
+			req.Header.Set("Idempotency-Key", "order-123")
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := client.Do(req)
+			if !assert.NoError(t, err) {
+				answers <- answer{}
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			answers <- answer{resp.StatusCode, resp.Header.Get("Idempotent-Replayed"), string(b)}
+		})
+	}
+	close(start)
+	statuses := map[int]int{}
+	timeout := time.After(60 * time.Second) // a bound against a hang, not a wait for a race
+	for i := range n {
+		if i == n-1 {
+			close(release) // all duplicates answered: let the first finish
+		}
+		select {
+		case a := <-answers:
+			statuses[a.status]++
+			assert.Empty(t, a.replayed)
+		case <-timeout:
+			close(release)
+			t.Fatalf("only %d of %d answers: %v", i, n, statuses)
+		}
+	}
+	wg.Wait()
+	<-entered
+	assert.Equal(t, int64(1), calls.Load(), "the handler ran exactly once")
+	assert.Equal(t, map[int]int{http.StatusCreated: 1, http.StatusConflict: n - 1}, statuses)
+
+	// Once done, both instances replay it.
+	for _, srv := range servers {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/orders", strings.NewReader(`{"qty":1, "sku":"a"}`))
+		req.Header.Set("Idempotency-Key", `"order-123"`)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		assert.Equal(t, http.StatusCreated, resp.StatusCode)
+		assert.Equal(t, "true", resp.Header.Get("Idempotent-Replayed"))
+	}
+	assert.Equal(t, int64(1), calls.Load())
+}
+
+func TestMiddlewareReplayIsByteIdentical(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	h := serve(Config{Store: NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})}, created(&calls))
+
+	first := post(h, "k-1", `{"sku":"a"}`)
+	require.Equal(t, http.StatusCreated, first.Code)
+	assert.Empty(t, first.Header().Get("Idempotent-Replayed"))
+
+	for _, key := range []string{"k-1", `"k-1"`} {
+		again := post(h, key, `{"sku":"a"}`)
+		assert.Equal(t, http.StatusCreated, again.Code)
+		assert.Equal(t, first.Body.Bytes(), again.Body.Bytes())
+		assert.Equal(t, "application/vnd.klozd+json; charset=utf-8", again.Header().Get("Content-Type"))
+		assert.Equal(t, "/orders/1", again.Header().Get("Location"))
+		assert.Equal(t, "true", again.Header().Get("Idempotent-Replayed"))
+		assert.Empty(t, again.Header().Get("X-Request-Local"), "only the configured headers are replayed")
+	}
+	assert.Equal(t, int64(1), calls.Load())
+}
+
+func TestMiddlewareReplaysStatusAndDefaultContentType(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	var calls atomic.Int64
+	h := serve(Config{Store: s}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		switch r.Header.Get("X-Case") {
+		case "204":
+			w.WriteHeader(http.StatusNoContent)
+		case "no-type":
+			_, _ = w.Write([]byte(`{"ok":true}`))
+		case "409":
+			http.Error(w, "already shipped", http.StatusConflict)
+		}
+	}))
+	for _, tc := range []struct {
+		name, contentType string
+		status            int
+	}{
+		{"204", "", http.StatusNoContent},
+		{"no-type", "application/json", http.StatusOK},
+		{"409", "text/plain; charset=utf-8", http.StatusConflict},
+	} {
+		first := post(h, "key-"+tc.name, "{}", "X-Case", tc.name)
+		again := post(h, "key-"+tc.name, "{}", "X-Case", tc.name)
+		assert.Equal(t, tc.status, first.Code, tc.name)
+		assert.Equal(t, tc.status, again.Code, tc.name)
+		assert.Equal(t, tc.contentType, first.Header().Get("Content-Type"), tc.name)
+		assert.Equal(t, tc.contentType, again.Header().Get("Content-Type"), tc.name)
+		assert.Equal(t, first.Body.String(), again.Body.String(), tc.name)
+		assert.Equal(t, "true", again.Header().Get("Idempotent-Replayed"), tc.name)
+	}
+	assert.Equal(t, int64(3), calls.Load(), "4xx responses are stored and replayed too")
+}
+
+func TestMiddlewareMismatch(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	h := serve(Config{Store: NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})}, created(&calls))
+
+	require.Equal(t, http.StatusCreated, post(h, "k", `{"sku":"a","qty":1}`).Code)
+	assertProblem(t, post(h, "k", `{"sku":"a","qty":2}`), http.StatusUnprocessableEntity)
+	same := post(h, "k", "{ \"qty\": 1,\n \"sku\": \"a\" }")
+	assert.Equal(t, http.StatusCreated, same.Code, "a canonically equal payload replays")
+	assert.Equal(t, "true", same.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, int64(1), calls.Load())
+}
+
+// The same key on the same route from two tenants names two records:
+// neither tenant sees, blocks or is refused because of the other's.
+func TestMiddlewareTenantIsolation(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	h := serve(Config{Store: s, Tenant: func(r *http.Request) string { return r.Header.Get("X-Org") }}, created(&calls))
+
+	a := post(h, "shared", `{"who":"a"}`, "X-Org", "org_a")
+	b := post(h, "shared", `{"who":"a"}`, "X-Org", "org_b")
+	require.Equal(t, http.StatusCreated, a.Code)
+	require.Equal(t, http.StatusCreated, b.Code)
+	assert.Empty(t, b.Header().Get("Idempotent-Replayed"), "org_b's request ran; it did not replay org_a's")
+	assert.NotEqual(t, a.Body.String(), b.Body.String())
+	assert.Equal(t, int64(2), calls.Load())
+
+	c := post(h, "shared", `{"who":"c"}`, "X-Org", "org_c")
+	assert.Equal(t, http.StatusCreated, c.Code, "a different payload from another tenant is not a mismatch")
+
+	for org, want := range map[string]*httptest.ResponseRecorder{"org_a": a, "org_b": b} {
+		again := post(h, "shared", `{"who":"a"}`, "X-Org", org)
+		assert.Equal(t, "true", again.Header().Get("Idempotent-Replayed"))
+		assert.Equal(t, want.Body.String(), again.Body.String(), "%s gets its own response", org)
+	}
+	assert.Equal(t, int64(3), calls.Load())
+
+	var orgs []string
+	rows, err := s.db.Query(`SELECT "organizationId" FROM idempotency_records ORDER BY 1`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var o string
+		require.NoError(t, rows.Scan(&o))
+		orgs = append(orgs, o)
+	}
+	require.NoError(t, rows.Err())
+	assert.Equal(t, []string{"org_a", "org_b", "org_c"}, orgs)
+}
+
+// Failures store nothing: the next request with the key runs the handler.
+func TestMiddlewareFailuresLeaveKeyClaimable(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 4), StoreConfig{})
+	big := strings.Repeat("x", 1024)
+	tests := []struct {
+		name   string
+		fail   func(w http.ResponseWriter, r *http.Request, cancel context.CancelFunc)
+		panics bool
+		reason string
+	}{
+		{name: "5xx", reason: "status", fail: func(w http.ResponseWriter, _ *http.Request, _ context.CancelFunc) {
+			http.Error(w, "database is down", http.StatusInternalServerError)
+		}},
+		{name: "503", reason: "status", fail: func(w http.ResponseWriter, _ *http.Request, _ context.CancelFunc) {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}},
+		{name: "panic", reason: "panic", panics: true, fail: func(w http.ResponseWriter, _ *http.Request, _ context.CancelFunc) {
+			w.WriteHeader(http.StatusCreated)
+			panic("handler bug")
+		}},
+		{name: "canceled", reason: "canceled", fail: func(w http.ResponseWriter, _ *http.Request, cancel context.CancelFunc) {
+			cancel() // the client went away while the handler ran
+			w.WriteHeader(http.StatusCreated)
+		}},
+		{name: "too large", reason: "too large", fail: func(w http.ResponseWriter, _ *http.Request, _ context.CancelFunc) {
+			_, _ = io.WriteString(w, big)
+			_, _ = io.WriteString(w, big)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls atomic.Int64
+			var failing atomic.Bool
+			failing.Store(true)
+			var cancel context.CancelFunc
+			var released []Event
+			h := serve(Config{Store: s, MaxResponseBody: 1500, OnEvent: func(e Event) {
+				if e.Kind == EventReleased {
+					released = append(released, e)
+				}
+			}}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				calls.Add(1)
+				if failing.Load() {
+					tt.fail(w, r, cancel)
+					return
+				}
+				w.WriteHeader(http.StatusCreated)
+			}))
+			ctx, c := context.WithCancel(context.Background())
+			cancel = c
+			key := "fail-" + tt.name
+			if tt.panics {
+				assert.PanicsWithValue(t, "handler bug", func() { postCtx(ctx, h, key, "{}") }, "the panic is re-raised")
+			} else {
+				w := postCtx(ctx, h, key, "{}")
+				if tt.name == "too large" {
+					assert.Equal(t, 2*len(big), w.Body.Len(), "the client still gets the whole body")
+				}
+			}
+			cancel()
+			if assert.Len(t, released, 1) {
+				assert.Equal(t, tt.reason, released[0].Reason)
+			}
+
+			failing.Store(false)
+			w := post(h, key, "{}")
+			assert.Equal(t, http.StatusCreated, w.Code)
+			assert.Empty(t, w.Header().Get("Idempotent-Replayed"))
+			assert.Equal(t, int64(2), calls.Load(), "the key ran again")
+			assert.Equal(t, "true", post(h, key, "{}").Header().Get("Idempotent-Replayed"))
+		})
+	}
+}
+
+// A claim whose instance crashed blocks the key until its lease ends, then
+// the key runs again; a record past its TTL is replaced.
+func TestMiddlewareCrashedClaimAndExpiry(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{Now: clk.Now, Lease: 10 * time.Second, TTL: time.Hour})
+	var calls atomic.Int64
+	h := serve(Config{Store: s, RetryAfter: 3 * time.Second}, created(&calls))
+
+	// An instance claimed the key and died.
+	body := `{"sku":"a"}`
+	_, err := s.Begin(context.Background(), Request{Key: "k", Route: route, Fingerprint: Fingerprint(http.MethodPost, route, "", "application/json", []byte(body))})
+	require.NoError(t, err)
+
+	w := post(h, "k", body)
+	assertProblem(t, w, http.StatusConflict)
+	assert.Equal(t, "3", w.Header().Get("Retry-After"))
+	assert.Zero(t, calls.Load())
+
+	clk.Advance(10 * time.Second)
+	w = post(h, "k", body)
+	assert.Equal(t, http.StatusCreated, w.Code, "claimable once the lease ended")
+	assert.Equal(t, int64(1), calls.Load())
+
+	clk.Advance(time.Hour - time.Millisecond)
+	assert.Equal(t, "true", post(h, "k", body).Header().Get("Idempotent-Replayed"))
+	clk.Advance(time.Millisecond)
+	w = post(h, "k", `{"sku":"b"}`)
+	assert.Equal(t, http.StatusCreated, w.Code, "an expired record is replaced, even by another payload")
+	assert.Empty(t, w.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, int64(2), calls.Load())
+}
+
+func TestMiddlewareStoreDown(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	s := NewStore(deadDB(t), StoreConfig{})
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+
+	w := post(serve(Config{Store: s, Logger: logger}, created(&calls)), "k", "{}")
+	assertProblem(t, w, http.StatusServiceUnavailable)
+	assert.Equal(t, "1", w.Header().Get("Retry-After"))
+	assert.Zero(t, calls.Load(), "fail closed: the handler did not run")
+	assert.Contains(t, logs.String(), "idem: begin key")
+
+	w = post(serve(Config{Store: s, FailOpen: true, Logger: logger}, created(&calls)), "k", "{}")
+	assert.Equal(t, http.StatusCreated, w.Code)
+	assert.Equal(t, int64(1), calls.Load(), "fail open: the handler ran")
+}
+
+// Requests the middleware does not apply to never reach the store: it is
+// down here, and they still succeed.
+func TestMiddlewareRequestHandling(t *testing.T) {
+	t.Parallel()
+	down := NewStore(deadDB(t), StoreConfig{})
+	var calls atomic.Int64
+	h := serve(Config{Store: down, MaxRequestBody: 16}, created(&calls))
+
+	r := httptest.NewRequest(http.MethodGet, "/orders", nil)
+	r.Header.Set("Idempotency-Key", "k")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	assert.Equal(t, http.StatusCreated, w.Code, "GET passes through")
+	assert.Equal(t, http.StatusCreated, post(h, "", "{}").Code, "a request without a key passes through")
+	assert.Equal(t, int64(2), calls.Load())
+
+	for _, key := range []string{`"unterminated`, "ключ", strings.Repeat("k", 256)} {
+		assertProblem(t, post(h, key, "{}"), http.StatusBadRequest)
+	}
+	assertProblem(t, post(h, "a", "{}", "Idempotency-Key", "b"), http.StatusBadRequest)
+	assertProblem(t, post(h, "k", `{"far too long":"for the limit"}`), http.StatusRequestEntityTooLarge)
+
+	r = httptest.NewRequest(http.MethodPost, "/orders", io.NopCloser(strings.NewReader(`{"unknown":"length, too long"}`)))
+	r.ContentLength = -1
+	r.Header.Set("Idempotency-Key", "k")
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	assertProblem(t, w, http.StatusRequestEntityTooLarge)
+	assert.Equal(t, int64(2), calls.Load(), "the handler did not run")
+
+	required := serve(Config{Store: down, Header: "X-Idem", Methods: []string{"POST"},
+		Required: func(r *http.Request) bool { return r.Pattern == route }}, created(&calls))
+	assertProblem(t, post(required, "", "{}"), http.StatusBadRequest)
+	assertProblem(t, post(required, "k", "{}"), http.StatusBadRequest) // Idempotency-Key is not X-Idem: still missing
+	assert.Equal(t, int64(2), calls.Load())
+}
+
+func TestMiddlewareHandlerSeesFullBody(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	body := `{"data":"` + strings.Repeat("é", 4000) + `"}`
+	var seen string
+	h := serve(Config{Store: s}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		assert.NoError(t, err)
+		seen = string(b)
+		w.WriteHeader(http.StatusCreated)
+	}))
+	require.Equal(t, http.StatusCreated, post(h, "k", body).Code)
+	assert.Equal(t, body, seen)
+}
+
+// With Wait, duplicates of an in-flight request wait and get its response.
+func TestMiddlewareWaitThenReplay(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 4), StoreConfig{})
+	var calls atomic.Int64
+	entered, release := make(chan struct{}), make(chan struct{})
+	waiting := make(chan struct{}, 10)
+	h := serve(Config{Store: s, Wait: time.Minute, PollInterval: 5 * time.Millisecond, OnEvent: func(e Event) {
+		if e.Kind == EventConflict && e.Reason == "waiting" {
+			waiting <- struct{}{}
+		}
+	}}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		close(entered)
+		<-release
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write([]byte(`{"job":1}`))
+	}))
+
+	var wg sync.WaitGroup
+	wg.Go(func() { assert.Equal(t, http.StatusAccepted, post(h, "k", "{}").Code) })
+	<-entered
+	const dups = 5
+	results := make(chan *httptest.ResponseRecorder, dups)
+	for range dups {
+		wg.Go(func() { results <- post(h, "k", "{}") })
+	}
+	for range dups {
+		<-waiting // every duplicate has found the key in flight
+	}
+	close(release)
+	wg.Wait()
+	close(results)
+	for w := range results {
+		assert.Equal(t, http.StatusAccepted, w.Code)
+		assert.Equal(t, `{"job":1}`, w.Body.String())
+		assert.Equal(t, "true", w.Header().Get("Idempotent-Replayed"))
+	}
+	assert.Equal(t, int64(1), calls.Load())
+}
+
+// The handler runs with no connection held: with a pool of one, a
+// duplicate is still answered while the first request runs.
+func TestMiddlewareHoldsNoConnectionWhileHandlerRuns(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 1), StoreConfig{})
+	entered, release := make(chan struct{}), make(chan struct{})
+	h := serve(Config{Store: s}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		w.WriteHeader(http.StatusCreated)
+	}))
+	done := make(chan int)
+	go func() { done <- post(h, "k", "{}").Code }()
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w := postCtx(ctx, h, "k", "{}")
+	close(release)
+	assertProblem(t, w, http.StatusConflict)
+	assert.Equal(t, http.StatusCreated, <-done)
+}
+
+// Logs and events carry a hash of the key, never the key or a body; ip is
+// stored when configured.
+func TestMiddlewareObservability(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	var kinds []EventKind
+	const secretKey, secretBody = "sk-secret-key-1234", "card-4242424242424242"
+	h := serve(Config{
+		Store:  s,
+		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		IP:     RemoteIP,
+		OnEvent: func(e Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			kinds = append(kinds, e.Kind)
+			assert.Equal(t, storedKey("", secretKey), e.KeyID)
+			assert.Equal(t, route, e.Route)
+		},
+	}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Fail") != "" {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		_, _ = io.WriteString(w, `{"card":"`+secretBody+`"}`)
+	}))
+	post(h, secretKey, `{"x":"`+secretBody+`"}`, "X-Fail", "1")
+	post(h, secretKey, `{"x":"`+secretBody+`"}`)
+	post(h, secretKey, `{"x":"`+secretBody+`"}`)
+	post(h, secretKey, `{"x":"other"}`)
+
+	assert.Equal(t, []EventKind{EventReleased, EventStored, EventReplay, EventMismatch}, kinds)
+	out := logs.String()
+	assert.Contains(t, out, `"key_id":"`+storedKey("", secretKey)[:16])
+	assert.NotContains(t, out, secretKey)
+	assert.NotContains(t, out, secretBody)
+
+	var ip string
+	require.NoError(t, s.db.QueryRow(`SELECT "ip" FROM idempotency_records`).Scan(&ip))
+	assert.Equal(t, "192.0.2.1", ip, "httptest's RemoteAddr")
+}
+
+func TestMiddlewareStatementCount(t *testing.T) {
+	t.Parallel()
+	db, count := countingDB(t, pgtest.URL(t))
+	s := NewStore(db, StoreConfig{})
+	var calls atomic.Int64
+	h := serve(Config{Store: s}, created(&calls))
+	// Warm up: open the connection and prepare the statements on it.
+	require.Equal(t, http.StatusCreated, post(h, "warm-up", "{}").Code)
+	require.Equal(t, "true", post(h, "warm-up", "{}").Header().Get("Idempotent-Replayed"))
+
+	before, prepares := count.n.Load(), count.prepares.Load()
+	require.Equal(t, http.StatusCreated, post(h, "new", "{}").Code)
+	assert.Equal(t, int64(2), count.n.Load()-before, "new key: claim + complete")
+
+	before = count.n.Load()
+	w := post(h, "new", "{}")
+	require.Equal(t, "true", w.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, int64(1), count.n.Load()-before, "replay: one query")
+	assert.Equal(t, prepares, count.prepares.Load(), "statements are prepared once per connection")
+}

@@ -1,0 +1,59 @@
+package idem
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/klozd/api/internal/pgtest"
+)
+
+func TestPurge(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	clk := newClock()
+	seed := NewStore(bounded(t, url, 2), StoreConfig{Now: clk.Now, TTL: time.Hour, Lease: time.Minute})
+
+	// 250 completed records and 20 abandoned claims, all to expire; then 5
+	// live records that must survive.
+	for i := range 270 {
+		res, err := seed.Begin(ctx, storeReq(fmt.Sprint("old-", i)))
+		require.NoError(t, err)
+		if i < 250 {
+			require.NoError(t, seed.Complete(ctx, res.Claim, Response{Status: 200}))
+		}
+	}
+	clk.Advance(2 * time.Hour)
+	for i := range 5 {
+		res, err := seed.Begin(ctx, storeReq(fmt.Sprint("live-", i)))
+		require.NoError(t, err)
+		require.NoError(t, seed.Complete(ctx, res.Claim, Response{Status: 200}))
+	}
+
+	// Three instances purge at once, in batches of 7.
+	var wg sync.WaitGroup
+	totals := make([]int64, 3)
+	for i := range totals {
+		s := NewStore(bounded(t, url, 1), StoreConfig{Now: clk.Now, PurgeBatch: 7})
+		wg.Go(func() {
+			n, err := s.Purge(ctx)
+			assert.NoError(t, err)
+			totals[i] = n
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, int64(270), totals[0]+totals[1]+totals[2])
+
+	var left int
+	require.NoError(t, seed.db.QueryRowContext(ctx, `SELECT count(*) FROM idempotency_records`).Scan(&left))
+	assert.Equal(t, 5, left)
+	n, err := seed.Purge(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+}

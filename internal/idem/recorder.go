@@ -1,0 +1,88 @@
+package idem
+
+import "net/http"
+
+// recorder passes a handler's response through to the client while keeping
+// a copy of its status, the headers to replay and up to limit body bytes.
+// It holds back WriteHeader until the first body byte or the end, so that a
+// missing Content-Type can still be set (to the same value the replay will
+// carry) and the headers seen are the ones sent.
+type recorder struct {
+	w           http.ResponseWriter
+	limit       int
+	defaultType string
+	keep        []string // canonical names of the headers to store
+
+	status   int // final status; 0 until WriteHeader or the first Write
+	sent     bool
+	saved    http.Header
+	buf      []byte
+	overflow bool
+}
+
+func (r *recorder) Header() http.Header { return r.w.Header() }
+
+func (r *recorder) WriteHeader(code int) {
+	if r.sent || r.status != 0 {
+		return // superfluous, as net/http would log
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		r.w.WriteHeader(code) // informational: not the final response
+		return
+	}
+	r.status = code
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if !r.sent {
+		r.send(len(p) > 0)
+	}
+	if !r.overflow {
+		if len(r.buf)+len(p) > r.limit {
+			r.overflow, r.buf = true, nil
+		} else {
+			r.buf = append(r.buf, p...)
+		}
+	}
+	return r.w.Write(p)
+}
+
+// Flush sends the headers and flushes the client's writer, if it can.
+func (r *recorder) Flush() {
+	if !r.sent {
+		r.send(false)
+	}
+	_ = http.NewResponseController(r.w).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the client's writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.w }
+
+// finish sends the status of a handler that wrote no body.
+func (r *recorder) finish() {
+	if !r.sent {
+		r.send(false)
+	}
+}
+
+func (r *recorder) send(body bool) {
+	r.sent = true
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	h := r.w.Header()
+	if body {
+		if _, ok := h["Content-Type"]; !ok {
+			h.Set("Content-Type", r.defaultType)
+		}
+	}
+	for _, k := range r.keep {
+		if v, ok := h[k]; ok && len(v) > 0 {
+			if r.saved == nil {
+				r.saved = make(http.Header, len(r.keep))
+			}
+			r.saved[k] = append([]string(nil), v...)
+		}
+	}
+	r.w.WriteHeader(r.status)
+}

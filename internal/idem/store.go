@@ -1,0 +1,282 @@
+package idem
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+	"unicode/utf8"
+
+	"github.com/klozd/api/ent/schema"
+)
+
+// Conditions reported by [Store.Begin], [Store.Complete] and
+// [Store.Release]. Any other error is a failure of the store.
+var (
+	// ErrInFlight reports that another claim on the key is running and its
+	// lease has not expired. Retry later.
+	ErrInFlight = errors.New("idem: a request with this key is in flight; retry after it finishes")
+	// ErrMismatch reports that the key was used with another request
+	// fingerprint (payload, method, route or tenant). Use a new key.
+	ErrMismatch = errors.New("idem: key reused with a different request; send a new key for a new request")
+	// ErrClaimLost reports that a claim's lease expired and its row was
+	// re-claimed or purged: its response cannot be stored or released.
+	// Raise [StoreConfig.Lease] above the handler's longest run.
+	ErrClaimLost = errors.New("idem: claim lost: its lease expired and the key was re-claimed or purged")
+)
+
+// beginAttempts bounds the retries of the claim statement when it sees
+// neither its own insert nor a committed row (see [Store.Begin]).
+const beginAttempts = 5
+
+// Store keeps idempotency records in the idempotency_records table. It is
+// safe for concurrent use by any number of goroutines and instances sharing
+// the database; every operation is a single autocommitted statement, so no
+// connection is held between them.
+type Store struct {
+	db    *sql.DB
+	cfg   StoreConfig
+	stmts stmts
+}
+
+// NewStore returns a Store on db, a pool opened by database.Open (its
+// sessions must run with timezone=UTC). It panics, with an "idem:" prefix,
+// when db is nil or cfg is invalid.
+func NewStore(db *sql.DB, cfg StoreConfig) *Store {
+	if db == nil {
+		panic("idem: NewStore needs a *sql.DB")
+	}
+	return &Store{db: db, cfg: cfg.resolve()}
+}
+
+// Request identifies a request to [Store.Begin].
+type Request struct {
+	// Key is the client's idempotency key, as [ParseKey] returns it.
+	Key string
+	// Route is the scope of the key, such as the route pattern.
+	Route string
+	// Tenant is the tenant the key belongs to, "" for none. It namespaces
+	// the key and is stored in "organizationId".
+	Tenant string
+	// Fingerprint is the request hash, as [Fingerprint] returns it.
+	Fingerprint string
+	// IP is stored in "ip" when not empty.
+	IP string
+}
+
+// Response is a stored response.
+type Response struct {
+	// Status is the HTTP status code, 100 to 599.
+	Status int
+	// Header holds the stored headers (Content-Type and the configured
+	// replay headers).
+	Header http.Header
+	// Body is the body, byte for byte.
+	Body []byte
+}
+
+// Claim is the right to run the request of a key once, obtained from
+// [Store.Begin]. It ends with [Store.Complete] or [Store.Release]; if
+// neither happens (the instance crashed) it ends when its lease expires.
+type Claim struct {
+	token     string // the row's "id", new for each claim: the fencing token
+	key       string // the stored key
+	route     string
+	expiresAt time.Time
+}
+
+// KeyID returns the stored form of the key, a hash safe to log.
+func (c *Claim) KeyID() string { return c.key }
+
+// LeaseExpiresAt returns when the claim stops blocking its key.
+func (c *Claim) LeaseExpiresAt() time.Time { return c.expiresAt }
+
+// Result is the outcome of [Store.Begin]: exactly one field is set.
+type Result struct {
+	// Claim, when set, means the caller runs the request and then calls
+	// Complete or Release.
+	Claim *Claim
+	// Replay, when set, is the stored response to send again.
+	Replay *Response
+}
+
+// The claim statement. "live" reads the key's row; when the statement's
+// snapshot shows it unexpired, the INSERT's source is empty and the
+// statement only reads: a replay (or a 409, or a 422) is one query that
+// takes no lock and writes nothing. Otherwise the INSERT claims the key;
+// ON CONFLICT takes over the row only when it has expired (a completed
+// record past its TTL, or an in-flight claim past its lease), giving it a
+// new id, the fencing token. The unique index and the row lock ON CONFLICT
+// takes serialise concurrent claimers, so exactly one wins. A claimer that
+// loses to a row committed after its snapshot gets no row back at all, and
+// Begin runs the statement again with a fresh snapshot.
+const beginSQL = `WITH live AS (
+	SELECT "id", "requestHash", "responseStatus", "responseBodyJson"
+	FROM idempotency_records
+	WHERE "key" = $2 AND "route" = $3 AND "expiresAt" > $5
+), claimed AS (
+	INSERT INTO idempotency_records AS r
+		("id", "key", "route", "requestHash", "responseStatus", "responseBodyJson", "createdAt", "expiresAt", "organizationId", "ip")
+	SELECT $1, $2, $3, $4, 0, '', $5, $6, $7, $8
+	WHERE NOT EXISTS (SELECT 1 FROM live)
+	ON CONFLICT ("key", "route") DO UPDATE SET
+		"id" = EXCLUDED."id",
+		"requestHash" = EXCLUDED."requestHash",
+		"responseStatus" = 0,
+		"responseBodyJson" = '',
+		"createdAt" = EXCLUDED."createdAt",
+		"expiresAt" = EXCLUDED."expiresAt",
+		"organizationId" = EXCLUDED."organizationId",
+		"ip" = EXCLUDED."ip"
+	WHERE r."expiresAt" <= EXCLUDED."createdAt"
+	RETURNING r."id"
+)
+SELECT true, "id", '', 0, '' FROM claimed
+UNION ALL
+SELECT false, "id", "requestHash", "responseStatus", "responseBodyJson" FROM live`
+
+// Begin claims the key of req, or returns the response stored for it. It
+// returns [ErrMismatch] when the key's live record has another fingerprint,
+// and [ErrInFlight] when a live claim holds it. An expired record or
+// abandoned claim is replaced atomically. It is one statement, retried only
+// in the rare race where the statement's snapshot predates a concurrent
+// claimer's commit and so sees no row at all.
+func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
+	if req.Fingerprint == "" {
+		return Result{}, errors.New("idem: begin: Request.Fingerprint is empty; compute it with Fingerprint")
+	}
+	key := storedKey(req.Tenant, req.Key)
+	st, err := s.prepared(ctx, beginSQL)
+	if err != nil {
+		return Result{}, fmt.Errorf("idem: begin key %.12s on %q: %w", key, req.Route, err)
+	}
+	for range beginAttempts {
+		now := schema.UTCMillis(s.cfg.Now())
+		token := schema.NewID()
+		expires := schema.UTCMillis(now.Add(s.cfg.Lease))
+		var (
+			claimed bool
+			id      string
+			hash    string
+			status  int
+			body    string
+		)
+		err := st.QueryRowContext(ctx, token, key, req.Route, req.Fingerprint,
+			now, expires, nullString(req.Tenant), nullString(req.IP)).
+			Scan(&claimed, &id, &hash, &status, &body)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			continue
+		case err != nil:
+			return Result{}, fmt.Errorf("idem: begin key %.12s on %q: %w", key, req.Route, err)
+		case claimed:
+			return Result{Claim: &Claim{token: id, key: key, route: req.Route, expiresAt: expires}}, nil
+		case hash != req.Fingerprint:
+			return Result{}, ErrMismatch
+		case status == 0:
+			return Result{}, ErrInFlight
+		}
+		resp, err := decodeResponse(status, body)
+		if err != nil {
+			return Result{}, fmt.Errorf("idem: begin key %.12s on %q: %w", key, req.Route, err)
+		}
+		return Result{Replay: resp}, nil
+	}
+	return Result{}, fmt.Errorf("idem: begin key %.12s on %q: no row after %d attempts under contention; retry", key, req.Route, beginAttempts)
+}
+
+const completeSQL = `UPDATE idempotency_records
+SET "responseStatus" = $2, "responseBodyJson" = $3, "expiresAt" = $4
+WHERE "id" = $1 AND "responseStatus" = 0`
+
+// Complete stores resp as the response of c's key, to be replayed until
+// TTL after now. It returns [ErrClaimLost] when c is no longer the key's
+// claim (its lease expired and another instance re-claimed the key, or the
+// row was purged): the row's id is c's fencing token.
+func (s *Store) Complete(ctx context.Context, c *Claim, resp Response) error {
+	if resp.Status < 100 || resp.Status > 599 {
+		return fmt.Errorf("idem: complete key %.12s: status %d is not an HTTP status", c.key, resp.Status)
+	}
+	body, err := encodeResponse(resp)
+	if err != nil {
+		return fmt.Errorf("idem: complete key %.12s: %w", c.key, err)
+	}
+	expires := schema.UTCMillis(s.cfg.Now().Add(s.cfg.TTL))
+	st, err := s.prepared(ctx, completeSQL)
+	if err != nil {
+		return fmt.Errorf("idem: complete key %.12s on %q: %w", c.key, c.route, err)
+	}
+	res, err := st.ExecContext(ctx, c.token, resp.Status, body, expires)
+	if err != nil {
+		return fmt.Errorf("idem: complete key %.12s on %q: %w", c.key, c.route, err)
+	}
+	return affectedOne(res, "complete", c)
+}
+
+const releaseSQL = `DELETE FROM idempotency_records WHERE "id" = $1 AND "responseStatus" = 0`
+
+// Release gives up c, deleting its row, so the next request with the key
+// runs. It returns [ErrClaimLost] when c is no longer the key's claim.
+func (s *Store) Release(ctx context.Context, c *Claim) error {
+	st, err := s.prepared(ctx, releaseSQL)
+	if err != nil {
+		return fmt.Errorf("idem: release key %.12s on %q: %w", c.key, c.route, err)
+	}
+	res, err := st.ExecContext(ctx, c.token)
+	if err != nil {
+		return fmt.Errorf("idem: release key %.12s on %q: %w", c.key, c.route, err)
+	}
+	return affectedOne(res, "release", c)
+}
+
+func affectedOne(res sql.Result, op string, c *Claim) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("idem: %s key %.12s on %q: %w", op, c.key, c.route, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("idem: %s key %.12s on %q: %w", op, c.key, c.route, ErrClaimLost)
+	}
+	return nil
+}
+
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+
+// envelope is the JSON document kept in "responseBodyJson", as the table
+// has no column for headers. A UTF-8 body is kept as a JSON string, which
+// round-trips exactly; any other body as base64.
+type envelope struct {
+	V          int         `json:"v"`
+	Header     http.Header `json:"header,omitempty"`
+	Body       string      `json:"body,omitempty"`
+	BodyBase64 []byte      `json:"bodyBase64,omitempty"`
+}
+
+func encodeResponse(resp Response) (string, error) {
+	env := envelope{V: 1, Header: resp.Header}
+	if utf8.Valid(resp.Body) {
+		env.Body = string(resp.Body)
+	} else {
+		env.BodyBase64 = resp.Body
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		return "", fmt.Errorf("encode response: %w", err)
+	}
+	return string(b), nil
+}
+
+func decodeResponse(status int, data string) (*Response, error) {
+	var env envelope
+	if err := json.Unmarshal([]byte(data), &env); err != nil || env.V != 1 {
+		return nil, fmt.Errorf("stored response is not a version 1 envelope (%v); delete the row to let the key run again", err)
+	}
+	resp := &Response{Status: status, Header: env.Header, Body: env.BodyBase64}
+	if resp.Body == nil {
+		resp.Body = []byte(env.Body)
+	}
+	return resp, nil
+}

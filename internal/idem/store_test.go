@@ -1,0 +1,177 @@
+package idem
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/klozd/api/internal/pgtest"
+)
+
+func storeReq(key string) Request {
+	return Request{Key: key, Route: "POST /orders", Tenant: "org_1",
+		Fingerprint: Fingerprint("POST", "POST /orders", "org_1", "application/json", []byte(`{"a":1}`))}
+}
+
+func TestStoreBeginCompleteReplay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := newClock()
+	s := NewStore(bounded(t, pgtest.URL(t), 4), StoreConfig{Now: clk.Now})
+
+	res, err := s.Begin(ctx, storeReq("k1"))
+	require.NoError(t, err)
+	require.NotNil(t, res.Claim)
+	assert.Nil(t, res.Replay)
+	assert.Equal(t, clk.Now().Add(DefaultLease), res.Claim.LeaseExpiresAt())
+
+	_, err = s.Begin(ctx, storeReq("k1"))
+	assert.ErrorIs(t, err, ErrInFlight)
+
+	other := storeReq("k1")
+	other.Fingerprint = Fingerprint("POST", "POST /orders", "org_1", "application/json", []byte(`{"a":2}`))
+	_, err = s.Begin(ctx, other)
+	assert.ErrorIs(t, err, ErrMismatch, "mismatch is reported even while in flight")
+
+	body := []byte("{\"id\":\"ord_1\",\"note\":\"<é>\"}\n")
+	want := Response{Status: 201, Header: http.Header{"Content-Type": {"application/vnd.api+json"}, "Location": {"/orders/1"}}, Body: body}
+	require.NoError(t, s.Complete(ctx, res.Claim, want))
+
+	got, err := s.Begin(ctx, storeReq("k1"))
+	require.NoError(t, err)
+	require.NotNil(t, got.Replay)
+	assert.Nil(t, got.Claim)
+	assert.Equal(t, want, *got.Replay)
+
+	_, err = s.Begin(ctx, other)
+	assert.ErrorIs(t, err, ErrMismatch)
+
+	// The stored row: hashed key, tenant, expiry = completion + TTL.
+	var key, org string
+	var expires time.Time
+	var ip *string
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT "key", "organizationId", "expiresAt", "ip" FROM idempotency_records`).Scan(&key, &org, &expires, &ip))
+	assert.Equal(t, storedKey("org_1", "k1"), key)
+	assert.NotContains(t, key, "k1")
+	assert.Equal(t, "org_1", org)
+	assert.True(t, expires.Equal(clk.Now().Add(DefaultTTL)), "expiresAt %v", expires)
+	assert.Nil(t, ip, "ip is stored only when given")
+}
+
+func TestStoreBinaryBody(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	res, err := s.Begin(ctx, storeReq("bin"))
+	require.NoError(t, err)
+	body := []byte{0x00, 0xff, 0xfe, 'a', 0x80}
+	require.NoError(t, s.Complete(ctx, res.Claim, Response{Status: 200, Header: http.Header{"Content-Type": {"application/octet-stream"}}, Body: body}))
+	got, err := s.Begin(ctx, storeReq("bin"))
+	require.NoError(t, err)
+	require.NotNil(t, got.Replay)
+	assert.Equal(t, body, got.Replay.Body)
+}
+
+func TestStoreReleaseMakesKeyClaimable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	res, err := s.Begin(ctx, storeReq("k"))
+	require.NoError(t, err)
+	require.NoError(t, s.Release(ctx, res.Claim))
+	assert.ErrorIs(t, s.Release(ctx, res.Claim), ErrClaimLost, "a claim is released once")
+
+	again, err := s.Begin(ctx, storeReq("k"))
+	require.NoError(t, err)
+	assert.NotNil(t, again.Claim)
+}
+
+// A claim abandoned by a crashed instance is claimable after its lease, and
+// the stale instance can no longer complete or release it: the row's id is
+// the fencing token.
+func TestStoreLeaseExpiryAndFencing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	clk := newClock()
+	a := NewStore(bounded(t, url, 2), StoreConfig{Now: clk.Now, Lease: 30 * time.Second})
+	b := NewStore(bounded(t, url, 2), StoreConfig{Now: clk.Now, Lease: 30 * time.Second})
+
+	first, err := a.Begin(ctx, storeReq("k"))
+	require.NoError(t, err)
+	require.NotNil(t, first.Claim)
+
+	clk.Advance(30*time.Second - time.Millisecond)
+	_, err = b.Begin(ctx, storeReq("k"))
+	require.ErrorIs(t, err, ErrInFlight, "the lease still runs")
+
+	clk.Advance(time.Millisecond)
+	second, err := b.Begin(ctx, storeReq("k"))
+	require.NoError(t, err)
+	require.NotNil(t, second.Claim, "the abandoned claim is taken over at the end of its lease")
+
+	assert.ErrorIs(t, a.Complete(ctx, first.Claim, Response{Status: 200}), ErrClaimLost)
+	assert.ErrorIs(t, a.Release(ctx, first.Claim), ErrClaimLost)
+
+	require.NoError(t, b.Complete(ctx, second.Claim, Response{Status: 201, Body: []byte("second")}))
+	got, err := a.Begin(ctx, storeReq("k"))
+	require.NoError(t, err)
+	require.NotNil(t, got.Replay)
+	assert.Equal(t, 201, got.Replay.Status)
+	assert.Equal(t, "second", string(got.Replay.Body))
+}
+
+func TestStoreExpiredRecordReplaced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := newClock()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{Now: clk.Now, TTL: time.Hour})
+
+	res, err := s.Begin(ctx, storeReq("k"))
+	require.NoError(t, err)
+	require.NoError(t, s.Complete(ctx, res.Claim, Response{Status: 200, Body: []byte("old")}))
+
+	clk.Advance(time.Hour - time.Millisecond)
+	got, err := s.Begin(ctx, storeReq("k"))
+	require.NoError(t, err)
+	require.NotNil(t, got.Replay, "still within the TTL")
+
+	clk.Advance(time.Millisecond)
+	// Expired: absent, even for another payload (no 422).
+	other := storeReq("k")
+	other.Fingerprint = Fingerprint("POST", "POST /orders", "org_1", "", []byte(`{"a":2}`))
+	got, err = s.Begin(ctx, other)
+	require.NoError(t, err)
+	require.NotNil(t, got.Claim, "an expired record is replaced")
+
+	var n int
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT count(*) FROM idempotency_records`).Scan(&n))
+	assert.Equal(t, 1, n, "replaced in place, not duplicated")
+}
+
+func TestStoreTenantsAreSeparate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	a := Request{Key: "same", Route: "r", Tenant: "org_a", Fingerprint: Fingerprint("POST", "r", "org_a", "", nil)}
+	b := Request{Key: "same", Route: "r", Tenant: "org_b", Fingerprint: Fingerprint("POST", "r", "org_b", "", nil)}
+	ra, err := s.Begin(ctx, a)
+	require.NoError(t, err)
+	require.NotNil(t, ra.Claim)
+	rb, err := s.Begin(ctx, b)
+	require.NoError(t, err, "another tenant's claim on the same key neither blocks nor mismatches")
+	require.NotNil(t, rb.Claim)
+}
+
+func TestStoreDown(t *testing.T) {
+	t.Parallel()
+	s := NewStore(deadDB(t), StoreConfig{})
+	_, err := s.Begin(context.Background(), storeReq("k"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "idem: begin key")
+	assert.NotErrorIs(t, err, ErrInFlight)
+}
