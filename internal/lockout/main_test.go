@@ -3,6 +3,7 @@ package lockout_test
 import (
 	"context"
 	"database/sql"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -49,6 +50,9 @@ func newService(t testing.TB, cfg lockout.Config) (*lockout.Service, *sql.DB, *c
 	c := newClock()
 	if cfg.Now == nil {
 		cfg.Now = c.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s, err := lockout.New(db, cfg)
 	require.NoError(t, err)

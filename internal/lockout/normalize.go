@@ -26,12 +26,13 @@ func NormalizeEmail(email string) (string, error) {
 		// Cheap early exit before normalising a huge input.
 		return "", &EmailError{Reason: "longer than 320 bytes"}
 	}
+	email = strings.TrimSpace(email)
 	if strings.IndexFunc(email, unicode.IsControl) >= 0 {
 		return "", &EmailError{Reason: "contains a control character"}
 	}
 	// NFC before and after lower-casing: case mapping can leave a sequence
 	// NFC would compose, and the result must be a fixed point.
-	s := norm.NFC.String(strings.ToLower(norm.NFC.String(strings.TrimSpace(email))))
+	s := norm.NFC.String(strings.ToLower(norm.NFC.String(email)))
 	s = strings.TrimSpace(s)
 	switch {
 	case s == "":

@@ -15,6 +15,10 @@ import (
 type queries struct {
 	check       string // email, ip, now, cut
 	checkNullIP string // email, now, cut
+	// checkArgs, checkNullArgs and failNullInsArgs are the number of
+	// parameters these take: cut is last and unused when the limits they
+	// read are off.
+	checkArgs, checkNullArgs, failNullInsArgs int
 	failure     string // id, email, ip, now, cut
 	lockEmail   string // email: the advisory lock of the NULL-IP path
 	failNullUpd string // email, now, cut
@@ -28,6 +32,23 @@ type queries struct {
 
 // bind replaces the {name} tokens of q with $1, $2… in the order given.
 func bind(q string, names ...string) string {
+	q, _ = bindN(q, names...)
+	return q
+}
+
+// bindN is bind, also returning how many of names q uses: a name may be
+// unused only if every name after it is too, so that the caller can pass
+// the first n arguments.
+func bindN(q string, names ...string) (string, int) {
+	n := 0
+	for i, name := range names {
+		if strings.Contains(q, "{"+name+"}") {
+			if n != i {
+				panic("lockout: parameter " + names[n] + " unused before " + name)
+			}
+			n++
+		}
+	}
 	pairs := make([]string, 0, 2*len(names))
 	for i, n := range names {
 		pairs = append(pairs, "{"+n+"}", fmt.Sprintf("$%d", i+1))
@@ -36,7 +57,7 @@ func bind(q string, names ...string) string {
 	if i := strings.IndexByte(q, '{'); i >= 0 {
 		panic("lockout: unbound parameter in " + q[i:])
 	}
-	return q
+	return q, n
 }
 
 func buildQueries(p Policy) queries {
@@ -109,11 +130,11 @@ func buildQueries(p Policy) queries {
 	}
 
 	var q queries
-	q.check = bind(`SELECT
+	q.check, q.checkArgs = bindN(`SELECT
 		(SELECT "lockedUntil" FROM auth_attempts WHERE email = {email} AND ip = {ip} AND "lockedUntil" > {now}::timestamp(3)),
 		`+agg(p.EmailLimit, `o.email = {email}`, false)+`,
 		`+agg(p.IPLimit, `o.ip = {ip}`, false), "email", "ip", "now", "cut")
-	q.checkNullIP = bind(`SELECT
+	q.checkNullIP, q.checkNullArgs = bindN(`SELECT
 		(SELECT "lockedUntil" FROM auth_attempts WHERE email = {email} AND ip IS NULL AND "lockedUntil" > {now}::timestamp(3)),
 		`+agg(p.EmailLimit, `o.email = {email}`, false)+`,
 		NULL::timestamp(3)`, "email", "now", "cut")
@@ -132,7 +153,7 @@ func buildQueries(p Policy) queries {
 	q.failNullUpd = bind(`UPDATE auth_attempts AS a SET `+set+`
 		WHERE a.email = {email} AND a.ip IS NULL
 		`+returning(`o.email = {email} AND o.ip IS NOT NULL`, ""), "email", "now", "cut")
-	q.failNullIns = bind(strings.Replace(insert, "{ip}", "NULL", 1)+`
+	q.failNullIns, q.failNullInsArgs = bindN(strings.Replace(insert, "{ip}", "NULL", 1)+`
 		`+returning(`o.email = {email} AND o.ip IS NOT NULL`, ""), "id", "email", "now", "cut")
 
 	const clear = `UPDATE auth_attempts SET "failuresCount" = 0, "lockedUntil" = NULL, "updatedAt" = {now}::timestamp(3) WHERE `

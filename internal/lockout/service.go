@@ -102,9 +102,11 @@ func (s *Service) Check(ctx context.Context, email, ip string) (Decision, error)
 	addr := s.normalizeIP(ip)
 	var row *sql.Row
 	if addr == nil {
-		row = s.db.QueryRowContext(ctx, s.q.checkNullIP, e, now, cut)
+		args := [...]any{e, now, cut}
+		row = s.db.QueryRowContext(ctx, s.q.checkNullIP, args[:s.q.checkNullArgs]...)
 	} else {
-		row = s.db.QueryRowContext(ctx, s.q.check, e, *addr, now, cut)
+		args := [...]any{e, *addr, now, cut}
+		row = s.db.QueryRowContext(ctx, s.q.check, args[:s.q.checkArgs]...)
 	}
 	var pair, byEmail, byIP sql.NullTime
 	if err := row.Scan(&pair, &byEmail, &byIP); err != nil {
@@ -163,7 +165,8 @@ func (s *Service) failureNullIP(ctx context.Context, email string, now, cut time
 	}
 	err = r.scan(tx.QueryRowContext(ctx, s.q.failNullUpd, email, now, cut))
 	if errors.Is(err, sql.ErrNoRows) {
-		err = r.scan(tx.QueryRowContext(ctx, s.q.failNullIns, schema.NewID(), email, now, cut))
+		args := [...]any{schema.NewID(), email, now, cut}
+		err = r.scan(tx.QueryRowContext(ctx, s.q.failNullIns, args[:s.q.failNullInsArgs]...))
 	}
 	if err != nil {
 		return err
