@@ -25,8 +25,8 @@ type step struct {
 }
 
 func fail(n int, email, ip string) step { return step{op: "fail", email: email, ip: ip, times: n} }
-func advance(d time.Duration) step     { return step{op: "advance", by: d} }
-func success(email, ip string) step    { return step{op: "success", email: email, ip: ip} }
+func advance(d time.Duration) step      { return step{op: "advance", by: d} }
+func success(email, ip string) step     { return step{op: "success", email: email, ip: ip} }
 func allowed(email, ip string) step {
 	return step{op: "check", email: email, ip: ip, allowed: true}
 }

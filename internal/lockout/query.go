@@ -19,15 +19,15 @@ type queries struct {
 	// parameters these take: cut is last and unused when the limits they
 	// read are off.
 	checkArgs, checkNullArgs, failNullInsArgs int
-	failure     string // id, email, ip, now, cut
-	lockEmail   string // email: the advisory lock of the NULL-IP path
-	failNullUpd string // email, now, cut
-	failNullIns string // id, email, now, cut
-	success     string // email, ip, now (also unlocks one pair)
-	successNull string // email, now
-	unlockEmail string // email, now
-	unlockIP    string // ip, now
-	purge       string // cut, batch
+	failure                                   string // id, email, ip, now, cut
+	lockEmail                                 string // email: the advisory lock of the NULL-IP path
+	failNullUpd                               string // email, now, cut
+	failNullIns                               string // id, email, now, cut
+	success                                   string // email, ip, now (also unlocks one pair)
+	successNull                               string // email, now
+	unlockEmail                               string // email, now
+	unlockIP                                  string // ip, now
+	purge                                     string // cut, batch
 }
 
 // bind replaces the {name} tokens of q with $1, $2… in the order given.
