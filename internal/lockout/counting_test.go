@@ -17,11 +17,11 @@ import (
 	"github.com/klozd/api/internal/pgtest"
 )
 
-// countingDriver is lib/pq counting the statements and transactions sent
-// to the server, per connection string.
+// countingDriver is lib/pq counting, per connection string, the statements
+// executed, the statements prepared and the transactions begun.
 type countingDriver struct{}
 
-type counts struct{ statements, begins atomic.Int64 }
+type counts struct{ statements, prepares, begins atomic.Int64 }
 
 var (
 	registerCounting sync.Once
@@ -53,8 +53,27 @@ func (c *countingConn) ExecContext(ctx context.Context, q string, args []driver.
 }
 
 func (c *countingConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
-	c.n.statements.Add(1)
-	return c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
+	c.n.prepares.Add(1)
+	st, err := c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return &countingStmt{Stmt: st, n: c.n}, nil
+}
+
+type countingStmt struct {
+	driver.Stmt
+	n *counts
+}
+
+func (s *countingStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	s.n.statements.Add(1)
+	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
+}
+
+func (s *countingStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	s.n.statements.Add(1)
+	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
 }
 
 func (c *countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
@@ -87,31 +106,31 @@ func TestRoundTrips(t *testing.T) {
 	s, err := lockout.New(db, lockout.Config{})
 	require.NoError(t, err)
 	ctx := context.Background()
-	measure := func(f func()) (statements, begins int64) {
-		s0, b0 := n.statements.Load(), n.begins.Load()
+	type cost struct{ statements, prepares, begins int64 }
+	measure := func(f func()) cost {
+		s0, p0, b0 := n.statements.Load(), n.prepares.Load(), n.begins.Load()
 		f()
-		return n.statements.Load() - s0, n.begins.Load() - b0
+		return cost{n.statements.Load() - s0, n.prepares.Load() - p0, n.begins.Load() - b0}
 	}
+	check := func() {
+		_, err := s.Check(ctx, ann, "192.0.2.1")
+		require.NoError(t, err)
+	}
+	failure := func() {
+		_, err := s.RecordFailure(ctx, ann, "192.0.2.1")
+		require.NoError(t, err)
+	}
+	// The first call on a connection prepares the statement once.
+	assert.Equal(t, cost{1, 1, 0}, measure(check), "first Check: prepare, one query")
+	assert.Equal(t, cost{1, 1, 0}, measure(failure), "first RecordFailure: prepare, one statement")
 	for i := range 6 { // through the lock and past it
-		st, b := measure(func() {
-			_, err := s.Check(ctx, ann, "192.0.2.1")
-			require.NoError(t, err)
-		})
-		assert.Equal(t, [2]int64{1, 0}, [2]int64{st, b}, "Check %d: one query", i)
-		st, b = measure(func() {
-			_, err := s.RecordFailure(ctx, ann, "192.0.2.1")
-			require.NoError(t, err)
-		})
-		assert.Equal(t, [2]int64{1, 0}, [2]int64{st, b}, "RecordFailure %d: one statement", i)
+		assert.Equal(t, cost{1, 0, 0}, measure(check), "Check %d: one query", i)
+		assert.Equal(t, cost{1, 0, 0}, measure(failure), "RecordFailure %d: one statement, no transaction", i)
 	}
-	st, b := measure(func() {
+	nullIP := func() {
 		_, err := s.RecordFailure(ctx, ann, "")
 		require.NoError(t, err)
-	})
-	assert.Equal(t, [2]int64{3, 1}, [2]int64{st, b}, "unknown IP: lock, update, insert in one transaction")
-	st, b = measure(func() {
-		_, err := s.RecordFailure(ctx, ann, "")
-		require.NoError(t, err)
-	})
-	assert.Equal(t, [2]int64{2, 1}, [2]int64{st, b}, "unknown IP, existing row: lock, update")
+	}
+	assert.Equal(t, cost{3, 2, 1}, measure(nullIP), "unknown IP, new row: lock, update, insert in one transaction")
+	assert.Equal(t, cost{2, 0, 1}, measure(nullIP), "unknown IP, existing row: lock, update in one transaction")
 }

@@ -13,7 +13,7 @@ import (
 // the session's TimeZone does not matter; they are UTC milliseconds cast to
 // timestamp(3).
 type queries struct {
-	check       string // email, ip, now, cut
+	check       string // email, ip, now, cut (prepared)
 	checkNullIP string // email, now, cut
 	// checkArgs, checkNullArgs and failNullInsArgs are the number of
 	// parameters these take: cut is last and unused when the limits they

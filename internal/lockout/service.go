@@ -46,6 +46,8 @@ type Service struct {
 	hook   func(context.Context, Op, Decision)
 	batch  int
 	q      queries
+	// Prepared on first use: the long statements of the hot path.
+	check, checkNull, failure, failNullUpd, failNullIns stmt
 }
 
 // New returns a service over db, a pool on a database migrated with the
@@ -63,15 +65,21 @@ func New(db *sql.DB, cfg Config) (*Service, error) {
 	if now == nil {
 		now = time.Now
 	}
+	q := buildQueries(p)
 	return &Service{
-		db:     db,
-		ent:    database.NewClient(db),
-		policy: p,
-		now:    now,
-		log:    cmp.Or(cfg.Logger, slog.Default()),
-		hook:   cfg.OnDecision,
-		batch:  cmp.Or(cfg.PurgeBatch, 1000),
-		q:      buildQueries(p),
+		check:       stmt{query: q.check},
+		checkNull:   stmt{query: q.checkNullIP},
+		failure:     stmt{query: q.failure},
+		failNullUpd: stmt{query: q.failNullUpd},
+		failNullIns: stmt{query: q.failNullIns},
+		db:          db,
+		ent:         database.NewClient(db),
+		policy:      p,
+		now:         now,
+		log:         cmp.Or(cfg.Logger, slog.Default()),
+		hook:        cfg.OnDecision,
+		batch:       cmp.Or(cfg.PurgeBatch, 1000),
+		q:           q,
 	}, nil
 }
 
@@ -100,16 +108,15 @@ func (s *Service) Check(ctx context.Context, email, ip string) (Decision, error)
 	}
 	now, cut := s.clock()
 	addr := s.normalizeIP(ip)
-	var row *sql.Row
+	var pair, byEmail, byIP sql.NullTime
 	if addr == nil {
 		args := [...]any{e, now, cut}
-		row = s.db.QueryRowContext(ctx, s.q.checkNullIP, args[:s.q.checkNullArgs]...)
+		err = s.checkNull.scan(ctx, s.db, args[:s.q.checkNullArgs], &pair, &byEmail, &byIP)
 	} else {
 		args := [...]any{e, *addr, now, cut}
-		row = s.db.QueryRowContext(ctx, s.q.check, args[:s.q.checkArgs]...)
+		err = s.check.scan(ctx, s.db, args[:s.q.checkArgs], &pair, &byEmail, &byIP)
 	}
-	var pair, byEmail, byIP sql.NullTime
-	if err := row.Scan(&pair, &byEmail, &byIP); err != nil {
+	if err != nil {
 		return s.unavailable(ctx, OpCheck, "check", err)
 	}
 	d := decide(now, utc(pair), s.aggEnd(byEmail), s.aggEnd(byIP))
@@ -134,7 +141,7 @@ func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision
 	addr := s.normalizeIP(ip)
 	var r failureRow
 	if addr != nil {
-		err = r.scan(s.db.QueryRowContext(ctx, s.q.failure, schema.NewID(), e, *addr, now, cut))
+		err = s.failure.scan(ctx, s.db, []any{schema.NewID(), e, *addr, now, cut}, r.dest()...)
 	} else {
 		err = s.failureNullIP(ctx, e, now, cut, &r)
 	}
@@ -155,6 +162,14 @@ func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision
 // failureNullIP records a failure without an IP. The unique index does not
 // cover NULL, so the email's advisory lock serialises update-or-insert.
 func (s *Service) failureNullIP(ctx context.Context, email string, now, cut time.Time, r *failureRow) error {
+	upd, err := s.failNullUpd.get(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	ins, err := s.failNullIns.get(ctx, s.db)
+	if err != nil {
+		return err
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -163,10 +178,10 @@ func (s *Service) failureNullIP(ctx context.Context, email string, now, cut time
 	if _, err := tx.ExecContext(ctx, s.q.lockEmail, email); err != nil {
 		return err
 	}
-	err = r.scan(tx.QueryRowContext(ctx, s.q.failNullUpd, email, now, cut))
+	err = tx.StmtContext(ctx, upd).QueryRowContext(ctx, email, now, cut).Scan(r.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		args := [...]any{schema.NewID(), email, now, cut}
-		err = r.scan(tx.QueryRowContext(ctx, s.q.failNullIns, args[:s.q.failNullInsArgs]...))
+		err = tx.StmtContext(ctx, ins).QueryRowContext(ctx, args[:s.q.failNullInsArgs]...).Scan(r.dest()...)
 	}
 	if err != nil {
 		return err
@@ -181,8 +196,8 @@ type failureRow struct {
 	email, ip   sql.NullTime
 }
 
-func (r *failureRow) scan(row *sql.Row) error {
-	return row.Scan(&r.failures, &r.lockedUntil, &r.lockedNow, &r.email, &r.ip)
+func (r *failureRow) dest() []any {
+	return []any{&r.failures, &r.lockedUntil, &r.lockedNow, &r.email, &r.ip}
 }
 
 // RecordSuccess resets the (email, ip) counter and lifts its lock after a
