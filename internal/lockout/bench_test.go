@@ -79,7 +79,9 @@ func BenchmarkCheck(b *testing.B) {
 			return q(ctx, email, ip, now, now.Add(-15*time.Minute)).Scan(&locked, &byEmail, &byIP)
 		}
 	}
-	plain := func(ctx context.Context, args ...any) *sql.Row { return db.QueryRowContext(ctx, baselineCheck, args...) }
+	plain := func(ctx context.Context, args ...any) *sql.Row {
+		return db.QueryRowContext(ctx, baselineCheck, args...)
+	}
 	for _, impl := range []struct {
 		name string
 		f    func(email, ip string) error
@@ -126,7 +128,9 @@ func BenchmarkRecordFailure(b *testing.B) {
 			return q(ctx, schema.NewID(), email, ip, now).Scan(&n, &locked)
 		}
 	}
-	plain := func(ctx context.Context, args ...any) *sql.Row { return db.QueryRowContext(ctx, baselineFailure, args...) }
+	plain := func(ctx context.Context, args ...any) *sql.Row {
+		return db.QueryRowContext(ctx, baselineFailure, args...)
+	}
 	for _, impl := range []struct {
 		name string
 		f    func(email, ip string) error
