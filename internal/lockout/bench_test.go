@@ -19,7 +19,8 @@ import (
 // The baselines are the hand-written minimal SQL for the same work,
 // through database/sql and lib/pq on the same database: a pair lock read
 // plus plain per-email and per-IP sums for Check; an upsert that counts and
-// locks at 5 and returns the row for RecordFailure. "baseline" sends the
+// locks at 5 and returns the row with the plain per-email and per-IP sums
+// of the other rows for RecordFailure. "baseline" sends the
 // SQL at each call, as a hand-written version typically does (lib/pq then
 // parses it in a round trip of its own); "baseline-prepared" prepares it
 // once, as the service does, to compare the SQL alone.
@@ -34,7 +35,9 @@ const (
 			"failuresCount" = a."failuresCount" + 1,
 			"lockedUntil" = CASE WHEN a."failuresCount" + 1 >= 5 THEN $4::timestamp + interval '15 minutes' ELSE a."lockedUntil" END,
 			"lastAttemptAt" = $4, "updatedAt" = $4
-		RETURNING "failuresCount", "lockedUntil"`
+		RETURNING "failuresCount", "lockedUntil",
+			(SELECT coalesce(sum("failuresCount"), 0) FROM auth_attempts o WHERE o.email = $2 AND o.ip <> $3 AND o."lastAttemptAt" > $5),
+			(SELECT coalesce(sum("failuresCount"), 0) FROM auth_attempts o WHERE o.ip = $3 AND o.email <> $2 AND o."lastAttemptAt" > $5)`
 )
 
 const benchKeys = 10000
@@ -123,9 +126,9 @@ func BenchmarkRecordFailure(b *testing.B) {
 	baseline := func(q func(context.Context, ...any) *sql.Row) func(email, ip string) error {
 		return func(email, ip string) error {
 			now := schema.UTCMillis(time.Now())
-			var n int
+			var n, byEmail, byIP int
 			var locked sql.NullTime
-			return q(ctx, schema.NewID(), email, ip, now).Scan(&n, &locked)
+			return q(ctx, schema.NewID(), email, ip, now, now.Add(-15*time.Minute)).Scan(&n, &locked, &byEmail, &byIP)
 		}
 	}
 	plain := func(ctx context.Context, args ...any) *sql.Row {

@@ -108,16 +108,22 @@ func buildQueries(p Policy) queries {
 		if limit == Off {
 			return `NULL::timestamp(3)`
 		}
-		self := ""
+		self, selfSum := "", ""
 		if withSelf {
-			self = ` UNION ALL SELECT a."lastAttemptAt", LEAST(a."failuresCount", ` + fmt.Sprint(max) + `)`
+			self = fmt.Sprintf(` UNION ALL SELECT a."lastAttemptAt", LEAST(a."failuresCount", %d)`, max)
+			selfSum = fmt.Sprintf(` + LEAST(a."failuresCount", %d)`, max)
 		}
-		return fmt.Sprintf(`(SELECT x.t FROM (
-			SELECT u.t, sum(u.c) OVER (ORDER BY u.t DESC ROWS UNBOUNDED PRECEDING) AS run FROM (
-				SELECT o."lastAttemptAt" AS t, LEAST(o."failuresCount", %d) AS c FROM auth_attempts o
-				WHERE %s AND o."lastAttemptAt" > {cut}::timestamp(3) AND o."failuresCount" > 0%s
-			) u
-		) x WHERE x.run >= %d ORDER BY x.run LIMIT 1)`, max, rows, self, limit)
+		where := rows + ` AND o."lastAttemptAt" > {cut}::timestamp(3) AND o."failuresCount" > 0`
+		// The plain sum first: only when it reaches the limit (rare) does
+		// the window query find when the denial ends.
+		return fmt.Sprintf(`(SELECT CASE WHEN coalesce(sum(LEAST(o."failuresCount", %[1]d)), 0)%[2]s >= %[3]d THEN (
+			SELECT x.t FROM (
+				SELECT u.t, sum(u.c) OVER (ORDER BY u.t DESC ROWS UNBOUNDED PRECEDING) AS run FROM (
+					SELECT o."lastAttemptAt" AS t, LEAST(o."failuresCount", %[1]d) AS c FROM auth_attempts o
+					WHERE %[4]s%[5]s
+				) u
+			) x WHERE x.run >= %[3]d ORDER BY x.run LIMIT 1) END
+			FROM auth_attempts o WHERE %[4]s)`, max, selfSum, limit, where, self)
 	}
 
 	returning := func(emailRows, ipRows string) string {
