@@ -1,0 +1,163 @@
+package lockout_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/klozd/api/ent/schema"
+	"github.com/klozd/api/internal/lockout"
+	"github.com/klozd/api/internal/pgtest"
+)
+
+// The baselines are the hand-written minimal SQL for the same work,
+// through database/sql and lib/pq on the same database: a pair lock read
+// plus plain per-email and per-IP sums for Check; an upsert that counts and
+// locks at 5 and returns the row with the plain per-email and per-IP sums
+// of the other rows for RecordFailure. "baseline" sends the
+// SQL at each call, as a hand-written version typically does (lib/pq then
+// parses it in a round trip of its own); "baseline-prepared" prepares it
+// once, as the service does, to compare the SQL alone.
+const (
+	baselineCheck = `SELECT
+		(SELECT "lockedUntil" FROM auth_attempts WHERE email = $1 AND ip = $2 AND "lockedUntil" > $3),
+		(SELECT coalesce(sum("failuresCount"), 0) FROM auth_attempts WHERE email = $1 AND "lastAttemptAt" > $4),
+		(SELECT coalesce(sum("failuresCount"), 0) FROM auth_attempts WHERE ip = $2 AND "lastAttemptAt" > $4)`
+	baselineFailure = `INSERT INTO auth_attempts AS a (id, email, ip, "failuresCount", "lastAttemptAt", "createdAt", "updatedAt")
+		VALUES ($1, $2, $3, 1, $4, $4, $4)
+		ON CONFLICT (email, ip) DO UPDATE SET
+			"failuresCount" = a."failuresCount" + 1,
+			"lockedUntil" = CASE WHEN a."failuresCount" + 1 >= 5 THEN $4::timestamp + interval '15 minutes' ELSE a."lockedUntil" END,
+			"lastAttemptAt" = $4, "updatedAt" = $4
+		RETURNING "failuresCount", "lockedUntil",
+			(SELECT coalesce(sum("failuresCount"), 0) FROM auth_attempts o WHERE o.email = $2 AND o.ip <> $3 AND o."lastAttemptAt" > $5),
+			(SELECT coalesce(sum("failuresCount"), 0) FROM auth_attempts o WHERE o.ip = $3 AND o.email <> $2 AND o."lastAttemptAt" > $5)`
+)
+
+const benchKeys = 10000
+
+func benchKey(i int) (email, ip string) {
+	return fmt.Sprintf("user%d@example.org", i), fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
+}
+
+// benchSetup returns a pool on a fresh database holding benchKeys rows
+// (recent failures, none locked) and a service on it.
+func benchSetup(b *testing.B) (*sql.DB, *lockout.Service) {
+	db := pgtest.DB(b)
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
+	now := schema.UTCMillis(time.Now())
+	_, err := db.Exec(`INSERT INTO auth_attempts (id, email, ip, "failuresCount", "lastAttemptAt", "createdAt", "updatedAt")
+		SELECT 'seed' || i, 'user' || i || '@example.org', '10.' || (i >> 16 & 255) || '.' || (i >> 8 & 255) || '.' || (i & 255),
+			i % 4 + 1, $1, $1, $1
+		FROM generate_series(0, $2 - 1) i`, now, benchKeys)
+	require.NoError(b, err)
+	_, err = db.Exec(`ANALYZE auth_attempts`)
+	require.NoError(b, err)
+	s, err := lockout.New(db, lockout.Config{Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(b, err)
+	return db, s
+}
+
+func BenchmarkCheck(b *testing.B) {
+	db, s := benchSetup(b)
+	ctx := context.Background()
+	service := func(email, ip string) error {
+		_, err := s.Check(ctx, email, ip)
+		return err
+	}
+	prepared, err := db.Prepare(baselineCheck)
+	require.NoError(b, err)
+	baseline := func(q func(context.Context, ...any) *sql.Row) func(email, ip string) error {
+		return func(email, ip string) error {
+			now := schema.UTCMillis(time.Now())
+			var locked sql.NullTime
+			var byEmail, byIP int
+			return q(ctx, email, ip, now, now.Add(-15*time.Minute)).Scan(&locked, &byEmail, &byIP)
+		}
+	}
+	plain := func(ctx context.Context, args ...any) *sql.Row {
+		return db.QueryRowContext(ctx, baselineCheck, args...)
+	}
+	for _, impl := range []struct {
+		name string
+		f    func(email, ip string) error
+	}{{"service", service}, {"baseline", baseline(plain)}, {"baseline-prepared", baseline(prepared.QueryRowContext)}} {
+		b.Run("distinct/"+impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if err := impl.f(benchKey(i % benchKeys)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("hot-parallel/"+impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			email, ip := benchKey(7)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := impl.f(email, ip); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+var benchSeq atomic.Int64
+
+func BenchmarkRecordFailure(b *testing.B) {
+	db, s := benchSetup(b)
+	ctx := context.Background()
+	service := func(email, ip string) error {
+		_, err := s.RecordFailure(ctx, email, ip)
+		return err
+	}
+	prepared, err := db.Prepare(baselineFailure)
+	require.NoError(b, err)
+	baseline := func(q func(context.Context, ...any) *sql.Row) func(email, ip string) error {
+		return func(email, ip string) error {
+			now := schema.UTCMillis(time.Now())
+			var n, byEmail, byIP int
+			var locked sql.NullTime
+			return q(ctx, schema.NewID(), email, ip, now, now.Add(-15*time.Minute)).Scan(&n, &locked, &byEmail, &byIP)
+		}
+	}
+	plain := func(ctx context.Context, args ...any) *sql.Row {
+		return db.QueryRowContext(ctx, baselineFailure, args...)
+	}
+	for _, impl := range []struct {
+		name string
+		f    func(email, ip string) error
+	}{{"service", service}, {"baseline", baseline(plain)}, {"baseline-prepared", baseline(prepared.QueryRowContext)}} {
+		b.Run("distinct/"+impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				// New keys, beyond the seeded ones: each failure inserts a row.
+				if err := impl.f(benchKey(benchKeys + int(benchSeq.Add(1)))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("hot-parallel/"+impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			email, ip := benchKey(int(benchSeq.Add(1)) % benchKeys)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := impl.f(email, ip); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,94 @@
+// Package lockout protects logins against password guessing. It counts
+// failed logins in the auth_attempts table, one row per (email, ip), and
+// decides whether the next attempt may proceed, combining three limits:
+//
+//   - per (email, ip): [Policy.MaxFailures] failures lock the pair for
+//     [Policy.LockDuration]; each further run of MaxFailures failures locks
+//     it again for twice as long, up to [Policy.MaxLockDuration]. With the
+//     defaults: 5 failures lock for 15 min, 10 for 30 min, 15 for 1 h, …,
+//     capped at 24 h. In general the lock set when the count reaches
+//     k×MaxFailures lasts min(LockDuration × 2^(k−1), MaxLockDuration).
+//   - per email, over all IPs ([Policy.EmailLimit]), against slow attacks
+//     spread over many addresses;
+//   - per IP, over all emails ([Policy.IPLimit]), against credential
+//     stuffing from one address. IPv6 clients count by prefix (/64 by
+//     default), as one host usually holds a whole /64; IPv4-mapped IPv6
+//     addresses count as the IPv4 address, so a dual-stack proxy does not
+//     put every IPv4 client in one bucket.
+//
+// A counter starts over after [Policy.Window] without failures, measured
+// from the pair's last failure, or from the end of its lock when later.
+// [Service.RecordSuccess] resets the pair; operators use
+// [Service.UnlockPair], [Service.UnlockEmail] and [Service.UnlockIP], and
+// [Service.Status] for an admin view. [Service.Purge] deletes stale rows.
+//
+// # Use
+//
+// A login handler calls [Service.Check] before it verifies the password and
+// [Service.RecordFailure] or [Service.RecordSuccess] once it knows the
+// result (see the example). [ClientIP] takes the client address from the
+// request without trusting forgeable headers.
+//
+// Check is a read: attempts already past it when a lock lands still get
+// their password verified (the failures they record are all counted). To
+// bound attempts strictly under concurrency, call RecordFailure before
+// verifying the password, proceed only if its decision allows, and call
+// RecordSuccess when the password is right: each attempt is then counted
+// atomically before it is tried.
+//
+// # Enumeration safety
+//
+// Decisions never depend on whether the account exists: the service never
+// looks at users, and unknown emails are counted like known ones. Answer a
+// denied attempt exactly as a wrong password (same status, same body, and
+// without verifying the password, in about the same time), so that the
+// lock itself does not reveal that an account exists or what it is being
+// attacked with. Deployments that prefer an explicit answer can use
+// [WriteDenied] (429 with Retry-After); it too answers every email alike.
+//
+// # The per-email limit: trade-off
+//
+// A per-account limit lets an attacker lock a victim out by failing on
+// purpose (OWASP). Without it, a botnet can try a few passwords per IP for
+// ever. This package keeps the limit but makes it weak as a denial of
+// service:
+//
+//   - it is a shorter lock: not stored, never growing; it ends as soon as
+//     the failures within the window fall below the limit, at most
+//     [Policy.Window] (15 min) after the last failure that keeps it there,
+//     so an attacker must keep failing to keep the victim out, feeding the
+//     per-IP limit and the pair locks as they go;
+//   - each (email, ip) row contributes at most MaxFailures to it, so one
+//     address alone can never trip it (with the defaults, 4 distinct IPs or
+//     /64 prefixes are needed), and a user fumbling their own password only
+//     locks their own pair;
+//   - it is off with EmailLimit = [Off] for deployments that favour
+//     availability (e.g. with a second factor).
+//
+// The default of 20 per 15 min stays under ASVS V2.2.1's 100 failures per
+// hour per account.
+//
+// # Atomicity
+//
+// A failure with a known IP is one statement: an upsert on the unique
+// (email, ip) index whose UPDATE computes the new count, the window reset
+// and the lock from the locked row, so concurrent failures are serialised
+// by the row lock and none is lost; the statement returns the row and the
+// per-email and per-IP state. The unique index does not cover NULL, so a
+// failure with an unknown IP takes a transaction-scoped advisory lock on
+// the email, then updates the (email, NULL) row or inserts it. Failures
+// recorded while a pair is locked are counted (they bring the next, longer
+// lock nearer) but do not move the current lock unless
+// [Policy.ExtendWhileLocked] is set. The per-email and per-IP limits are
+// sums over rows read from the statement's snapshot, so under concurrency
+// they may deny a few failures late; the per-pair count is exact.
+//
+// # Failure and time
+//
+// When the database cannot answer, Check and RecordFailure return an error
+// wrapping [ErrUnavailable] and a denying decision ([LimitUnavailable]);
+// [Policy.FailOpen] makes that decision allow instead. All times come from
+// [Config.Now] and are written as UTC milliseconds, passed as parameters
+// (never now() in SQL), so neither the process's TZ nor the session's
+// TimeZone matters.
+package lockout

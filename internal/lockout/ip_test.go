@@ -1,0 +1,108 @@
+package lockout_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/klozd/api/internal/lockout"
+)
+
+// Addresses in one IPv6 /64 share a counter; another /64 does not; an
+// IPv4-mapped address counts as its IPv4 address.
+func TestIPGrouping(t *testing.T) {
+	t.Parallel()
+	s, db, _ := newService(t, lockout.Config{})
+	ctx := context.Background()
+	for _, ip := range []string{"2001:db8:1:2::1", "2001:db8:1:2::ffff", "2001:db8:1:2:aaaa:bbbb:cccc:dddd", "[2001:db8:1:2::7]:443"} {
+		_, err := s.RecordFailure(ctx, ann, ip)
+		require.NoError(t, err)
+	}
+	d, err := s.RecordFailure(ctx, ann, "2001:db8:1:2:ffff:ffff:ffff:ffff")
+	require.NoError(t, err)
+	assert.Equal(t, 5, d.Failures, "one /64, one counter")
+	assert.False(t, d.Allowed)
+
+	check, err := s.Check(ctx, ann, "2001:db8:1:3::1")
+	require.NoError(t, err)
+	assert.True(t, check.Allowed, "the next /64 is another client")
+
+	for _, ip := range []string{"1.2.3.4", "::ffff:1.2.3.4", "::ffff:102:304", "1.2.3.4:80"} {
+		_, err := s.RecordFailure(ctx, bob, ip)
+		require.NoError(t, err)
+	}
+	check, err = s.Check(ctx, bob, "::ffff:1.2.3.4")
+	require.NoError(t, err)
+	assert.True(t, check.Allowed)
+	d, err = s.RecordFailure(ctx, bob, "1.2.3.4")
+	require.NoError(t, err)
+	assert.Equal(t, 5, d.Failures, "::ffff:1.2.3.4 counts as 1.2.3.4")
+
+	var ips []string
+	for _, r := range rows(t, db) {
+		ips = append(ips, r.IP.String)
+	}
+	assert.Equal(t, []string{"2001:db8:1:2::/64", "1.2.3.4"}, ips, "stored in canonical text")
+}
+
+func TestIPv6PrefixIsConfigurable(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newService(t, lockout.Config{Policy: lockout.Policy{IPv6Prefix: 128, MaxFailures: 2}})
+	ctx := context.Background()
+	_, err := s.RecordFailure(ctx, ann, "2001:db8::1")
+	require.NoError(t, err)
+	d, err := s.RecordFailure(ctx, ann, "2001:db8::2")
+	require.NoError(t, err)
+	assert.Equal(t, 1, d.Failures, "/128: each address is its own client")
+}
+
+// Invalid emails are rejected with a typed error by every call, and
+// nothing is written.
+func TestBadEmailWritesNothing(t *testing.T) {
+	t.Parallel()
+	s, db, _ := newService(t, lockout.Config{})
+	ctx := context.Background()
+	for _, email := range []string{"", "   ", "a\x00b@x.org", "a\xffb@x.org", string(make([]byte, 400)), "ann\r\n@x.org"} {
+		for _, ip := range []string{"192.0.2.1", ""} {
+			_, err := s.RecordFailure(ctx, email, ip)
+			assert.ErrorIs(t, err, lockout.ErrInvalidEmail)
+			d, err := s.Check(ctx, email, ip)
+			assert.ErrorIs(t, err, lockout.ErrInvalidEmail)
+			assert.False(t, d.Allowed, "an invalid email is not allowed through")
+			assert.ErrorIs(t, s.RecordSuccess(ctx, email, ip), lockout.ErrInvalidEmail)
+			_, err = s.UnlockPair(ctx, email, ip)
+			assert.ErrorIs(t, err, lockout.ErrInvalidEmail)
+		}
+		_, err := s.UnlockEmail(ctx, email)
+		assert.ErrorIs(t, err, lockout.ErrInvalidEmail)
+		_, err = s.Status(ctx, email)
+		assert.ErrorIs(t, err, lockout.ErrInvalidEmail)
+	}
+	_, err := s.UnlockIP(ctx, "not an ip")
+	assert.ErrorIs(t, err, lockout.ErrInvalidIP)
+	assert.Empty(t, rows(t, db), "nothing written")
+}
+
+// Status shows the rows of an email for an admin view.
+func TestStatus(t *testing.T) {
+	t.Parallel()
+	s, _, clk := newService(t, lockout.Config{})
+	ctx := context.Background()
+	for range 5 {
+		_, err := s.RecordFailure(ctx, ann, "192.0.2.1")
+		require.NoError(t, err)
+	}
+	clk.Add(time.Minute)
+	_, err := s.RecordFailure(ctx, ann, "")
+	require.NoError(t, err)
+	now := clk.Now().UTC().Truncate(time.Millisecond)
+	got, err := s.Status(ctx, " ANN@example.org")
+	require.NoError(t, err)
+	assert.Equal(t, []lockout.Attempt{
+		{Email: ann, IP: "", Failures: 1, LastAttemptAt: now},
+		{Email: ann, IP: "192.0.2.1", Failures: 5, LockedUntil: now.Add(14 * time.Minute), LastAttemptAt: now.Add(-time.Minute)},
+	}, got)
+}

@@ -1,0 +1,353 @@
+package lockout
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/klozd/api/ent"
+	"github.com/klozd/api/ent/authattempt"
+	"github.com/klozd/api/ent/schema"
+	"github.com/klozd/api/internal/database"
+)
+
+// Config configures a [Service]. The zero value is usable: default policy,
+// wall clock, slog.Default, no hook.
+type Config struct {
+	// Policy holds the rules; its zero value means the defaults.
+	Policy Policy
+	// Now is the clock. Default time.Now. Times are written as UTC
+	// milliseconds whatever its location.
+	Now func() time.Time
+	// Logger receives a record at each lock and unlock. Default slog.Default().
+	Logger *slog.Logger
+	// OnDecision, when set, is called with each decision [Service.Check] and
+	// [Service.RecordFailure] return, e.g. to feed metrics. It runs on the
+	// caller's goroutine and must be quick and safe for concurrent use.
+	OnDecision func(ctx context.Context, op Op, d Decision)
+	// PurgeBatch is the number of rows [Service.Purge] deletes per
+	// statement. Default 1000.
+	PurgeBatch int
+}
+
+// Service counts failed logins in the auth_attempts table and decides
+// whether an attempt may proceed. It is safe for concurrent use, also by
+// several processes on the same database.
+type Service struct {
+	db     *sql.DB
+	ent    *ent.Client
+	policy Policy
+	now    func() time.Time
+	log    *slog.Logger
+	hook   func(context.Context, Op, Decision)
+	batch  int
+	q      queries
+	// Prepared on first use: the long statements of the hot path.
+	check, checkNull, failure, failNullUpd, failNullIns stmt
+}
+
+// New returns a service over db, a pool on a database migrated with the
+// auth_attempts table. It returns an error naming the field when the
+// policy is invalid.
+func New(db *sql.DB, cfg Config) (*Service, error) {
+	p, err := cfg.Policy.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.PurgeBatch < 0 {
+		return nil, fmt.Errorf("lockout: Config.PurgeBatch is %d; use a positive count or 0 for the default", cfg.PurgeBatch)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	q := buildQueries(p)
+	return &Service{
+		check:       stmt{query: q.check},
+		checkNull:   stmt{query: q.checkNullIP},
+		failure:     stmt{query: q.failure},
+		failNullUpd: stmt{query: q.failNullUpd},
+		failNullIns: stmt{query: q.failNullIns},
+		db:          db,
+		ent:         database.NewClient(db),
+		policy:      p,
+		now:         now,
+		log:         cmp.Or(cfg.Logger, slog.Default()),
+		hook:        cfg.OnDecision,
+		batch:       cmp.Or(cfg.PurgeBatch, 1000),
+		q:           q,
+	}, nil
+}
+
+// Policy returns the policy in force, defaults filled in.
+func (s *Service) Policy() Policy { return s.policy }
+
+func (s *Service) clock() (now, cut time.Time) {
+	now = schema.UTCMillis(s.now())
+	return now, now.Add(-s.policy.Window)
+}
+
+// Check reports whether a login attempt for email from ip may proceed. It
+// reads only (one query) and never depends on whether the account exists.
+// ip may be empty or unparsable: the attempt then counts as from an unknown
+// client, checked against the email's limits only.
+//
+// When the database cannot answer, Check returns an error wrapping
+// [ErrUnavailable] together with a usable decision: denying with
+// [LimitUnavailable] by default, allowing under [Policy.FailOpen]. Act on
+// the decision; log the error. An invalid email returns an [*EmailError]
+// and a denying decision.
+func (s *Service) Check(ctx context.Context, email, ip string) (Decision, error) {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return Decision{}, fmt.Errorf("lockout: check: %w", err)
+	}
+	now, cut := s.clock()
+	addr := s.normalizeIP(ip)
+	var pair, byEmail, byIP sql.NullTime
+	if addr == nil {
+		args := [...]any{e, now, cut}
+		err = s.checkNull.scan(ctx, s.db, args[:s.q.checkNullArgs], &pair, &byEmail, &byIP)
+	} else {
+		args := [...]any{e, *addr, now, cut}
+		err = s.check.scan(ctx, s.db, args[:s.q.checkArgs], &pair, &byEmail, &byIP)
+	}
+	if err != nil {
+		return s.unavailable(ctx, OpCheck, "check", err)
+	}
+	d := decide(now, utc(pair), s.aggEnd(byEmail), s.aggEnd(byIP))
+	s.report(ctx, OpCheck, d)
+	return d, nil
+}
+
+// RecordFailure counts a failed login for email from ip and returns the
+// decision for the next attempt, with the pair's count. It locks the pair
+// when the count reaches a multiple of [Policy.MaxFailures] (see
+// [Policy.LockDuration]). With a known ip it is one atomic statement; with
+// an unknown ip it is a short transaction serialised per email by an
+// advisory lock. No concurrent failure is lost either way.
+//
+// Errors are as for [Service.Check]; an invalid email writes nothing.
+func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision, error) {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return Decision{}, fmt.Errorf("lockout: record failure: %w", err)
+	}
+	now, cut := s.clock()
+	addr := s.normalizeIP(ip)
+	var r failureRow
+	if addr != nil {
+		err = s.failure.scan(ctx, s.db, []any{schema.NewID(), e, *addr, now, cut}, r.dest()...)
+	} else {
+		err = s.failureNullIP(ctx, e, now, cut, &r)
+	}
+	if err != nil {
+		return s.unavailable(ctx, OpFailure, "record failure", err)
+	}
+	d := decide(now, utc(r.lockedUntil), s.aggEnd(r.email), s.aggEnd(r.ip))
+	d.Failures, d.LockedNow = r.failures, r.lockedNow
+	if r.lockedNow {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "lockout: locked",
+			slog.String("email", e), slog.Any("ip", deref(addr)), slog.Int("failures", r.failures),
+			slog.Time("until", d.Until), slog.Duration("for", utc(r.lockedUntil).Sub(now)))
+	}
+	s.report(ctx, OpFailure, d)
+	return d, nil
+}
+
+// failureNullIP records a failure without an IP. The unique index does not
+// cover NULL, so the email's advisory lock serialises update-or-insert.
+func (s *Service) failureNullIP(ctx context.Context, email string, now, cut time.Time, r *failureRow) error {
+	upd, err := s.failNullUpd.get(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	ins, err := s.failNullIns.get(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, s.q.lockEmail, email); err != nil {
+		return err
+	}
+	err = tx.StmtContext(ctx, upd).QueryRowContext(ctx, email, now, cut).Scan(r.dest()...)
+	if errors.Is(err, sql.ErrNoRows) {
+		args := [...]any{schema.NewID(), email, now, cut}
+		err = tx.StmtContext(ctx, ins).QueryRowContext(ctx, args[:s.q.failNullInsArgs]...).Scan(r.dest()...)
+	}
+	if err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+type failureRow struct {
+	failures    int
+	lockedUntil sql.NullTime
+	lockedNow   bool
+	email, ip   sql.NullTime
+}
+
+func (r *failureRow) dest() []any {
+	return []any{&r.failures, &r.lockedUntil, &r.lockedNow, &r.email, &r.ip}
+}
+
+// RecordSuccess resets the (email, ip) counter and lifts its lock after a
+// successful login. It writes nothing when there is nothing to reset.
+func (s *Service) RecordSuccess(ctx context.Context, email, ip string) error {
+	_, err := s.reset(ctx, "record success", email, ip)
+	return err
+}
+
+// UnlockPair lifts the lock and resets the counter of one (email, ip) pair;
+// an empty ip means the pair with an unknown IP. It returns the number of
+// rows changed.
+func (s *Service) UnlockPair(ctx context.Context, email, ip string) (int64, error) {
+	n, err := s.reset(ctx, "unlock", email, ip)
+	if err == nil && n > 0 {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "lockout: unlocked", slog.String("email", email), slog.String("ip", ip))
+	}
+	return n, err
+}
+
+func (s *Service) reset(ctx context.Context, op, email, ip string) (int64, error) {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return 0, fmt.Errorf("lockout: %s: %w", op, err)
+	}
+	now, _ := s.clock()
+	var res sql.Result
+	if addr := s.normalizeIP(ip); addr != nil {
+		res, err = s.db.ExecContext(ctx, s.q.success, e, *addr, now)
+	} else {
+		res, err = s.db.ExecContext(ctx, s.q.successNull, e, now)
+	}
+	return affected(op, res, err)
+}
+
+// UnlockEmail lifts the locks and resets the counters of email over all
+// IPs, which also lifts its per-email limit. It returns the rows changed.
+func (s *Service) UnlockEmail(ctx context.Context, email string) (int64, error) {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return 0, fmt.Errorf("lockout: unlock email: %w", err)
+	}
+	now, _ := s.clock()
+	res, err := s.db.ExecContext(ctx, s.q.unlockEmail, e, now)
+	n, err := affected("unlock email", res, err)
+	if err == nil && n > 0 {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "lockout: unlocked", slog.String("email", e), slog.Int64("rows", n))
+	}
+	return n, err
+}
+
+// UnlockIP lifts the locks and resets the counters of ip (its IPv6 prefix)
+// over all emails, which also lifts its per-IP limit. It returns the rows
+// changed, or an error wrapping [ErrInvalidIP] when ip does not parse.
+func (s *Service) UnlockIP(ctx context.Context, ip string) (int64, error) {
+	addr := s.normalizeIP(ip)
+	if addr == nil {
+		return 0, fmt.Errorf("lockout: unlock ip %q: %w", ip, ErrInvalidIP)
+	}
+	now, _ := s.clock()
+	res, err := s.db.ExecContext(ctx, s.q.unlockIP, *addr, now)
+	n, err := affected("unlock ip", res, err)
+	if err == nil && n > 0 {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "lockout: unlocked", slog.String("ip", *addr), slog.Int64("rows", n))
+	}
+	return n, err
+}
+
+// Attempt is one (email, ip) row as [Service.Status] shows it.
+type Attempt struct {
+	Email         string
+	IP            string // "" when unknown
+	Failures      int
+	LockedUntil   time.Time // zero when never locked; may be in the past
+	LastAttemptAt time.Time
+}
+
+// Status returns the rows of email, newest failure first, for an admin view.
+func (s *Service) Status(ctx context.Context, email string) ([]Attempt, error) {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return nil, fmt.Errorf("lockout: status: %w", err)
+	}
+	rows, err := s.ent.AuthAttempt.Query().
+		Where(authattempt.Email(e)).
+		Order(ent.Desc(authattempt.FieldLastAttemptAt)).
+		All(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lockout: status: %w: %w", ErrUnavailable, err)
+	}
+	out := make([]Attempt, len(rows))
+	for i, r := range rows {
+		out[i] = Attempt{Email: r.Email, Failures: r.FailuresCount, LastAttemptAt: r.LastAttemptAt.UTC()}
+		if r.IP != nil {
+			out[i].IP = *r.IP
+		}
+		if r.LockedUntil != nil {
+			out[i].LockedUntil = r.LockedUntil.UTC()
+		}
+	}
+	return out, nil
+}
+
+// unavailable returns the fail-closed (or fail-open) decision and the error
+// for a database failure during op.
+func (s *Service) unavailable(ctx context.Context, op Op, name string, cause error) (Decision, error) {
+	d := Decision{Limit: LimitUnavailable}
+	if s.policy.FailOpen {
+		d = Decision{Allowed: true}
+	}
+	s.report(ctx, op, d)
+	return d, fmt.Errorf("lockout: %s: %w: %w", name, ErrUnavailable, cause)
+}
+
+func (s *Service) report(ctx context.Context, op Op, d Decision) {
+	if s.hook != nil {
+		s.hook(ctx, op, d)
+	}
+}
+
+// aggEnd turns the lastAttemptAt an aggregate limit returns into the end of
+// its denial.
+func (s *Service) aggEnd(t sql.NullTime) time.Time {
+	if !t.Valid {
+		return time.Time{}
+	}
+	return t.Time.UTC().Add(s.policy.Window)
+}
+
+func utc(t sql.NullTime) time.Time {
+	if !t.Valid {
+		return time.Time{}
+	}
+	return t.Time.UTC()
+}
+
+func affected(op string, res sql.Result, err error) (int64, error) {
+	if err != nil {
+		return 0, fmt.Errorf("lockout: %s: %w: %w", op, ErrUnavailable, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("lockout: %s: %w", op, err)
+	}
+	return n, nil
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
