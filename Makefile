@@ -58,6 +58,10 @@ test: verify lint ## run every test on real PostgreSQL with -race (after verify 
 bench: ## run the benchmarks (service vs hand-written SQL baselines)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
 
+.PHONY: soak
+soak: ## fault-and-load suite: restart, killed connections, slow database, pool exhaustion, two instances
+	$(GO) run ./cmd/soak $(SOAKFLAGS)
+
 .PHONY: lint
 lint: ## gofmt, go vet, and actionlint on the GitHub workflow
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed on:"; echo "$$out"; exit 1; }

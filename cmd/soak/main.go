@@ -1,0 +1,66 @@
+// Command soak runs the fault-and-load suite of internal/soak against a
+// throwaway PostgreSQL and prints the summary table. It exits 1 when any
+// invariant was violated.
+//
+//	go run ./cmd/soak                      # every scenario, default sizes
+//	go run ./cmd/soak -scenario restart -orders 1000
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/klozd/api/internal/soak"
+)
+
+func main() {
+	var (
+		cfg       soak.Config
+		scenarios string
+		asJSON    bool
+	)
+	flag.IntVar(&cfg.Orders, "orders", 0, "idempotency keys per scenario, each sent twice at once (default 300)")
+	flag.IntVar(&cfg.LoginPairs, "login-pairs", 0, "(email, ip) pairs per scenario (default 30)")
+	flag.IntVar(&cfg.LoginsPerPair, "logins-per-pair", 0, "failed logins per pair (default 8)")
+	flag.IntVar(&cfg.Concurrency, "concurrency", 0, "client goroutines (default 32)")
+	flag.IntVar(&cfg.PoolSize, "pool", 0, "connections per instance (default 8)")
+	flag.DurationVar(&cfg.TimeLimit, "time-limit", 0, "time limit of each scenario's load (default 60s)")
+	flag.DurationVar(&cfg.StatementTimeout, "statement-timeout", 0, "services' statement_timeout (default 2s)")
+	flag.DurationVar(&cfg.LockTimeout, "lock-timeout", 0, "services' lock_timeout (default 1s)")
+	flag.DurationVar(&cfg.RequestTimeout, "request-timeout", 0, "clients' timeout (default 10s)")
+	flag.DurationVar(&cfg.Lease, "lease", 0, "idempotency claim lease (default 3s)")
+	flag.StringVar(&scenarios, "scenario", "", "comma-separated scenarios (default all: "+strings.Join(soak.Scenarios(), ",")+")")
+	flag.BoolVar(&asJSON, "json", false, "print the results as JSON")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var names []string
+	if scenarios != "" {
+		names = strings.Split(scenarios, ",")
+	}
+	start := time.Now()
+	results, err := soak.Run(ctx, cfg, names)
+	if asJSON {
+		_ = json.NewEncoder(os.Stdout).Encode(results)
+	} else {
+		soak.PrintSummary(os.Stdout, results)
+		fmt.Printf("total %s\n", time.Since(start).Round(time.Millisecond))
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "soak: %v\n", err)
+		os.Exit(2)
+	}
+	for _, r := range results {
+		if len(r.Violations) > 0 {
+			os.Exit(1)
+		}
+	}
+}

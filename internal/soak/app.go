@@ -1,0 +1,135 @@
+package soak
+
+import (
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+
+	"github.com/klozd/api/internal/database"
+	"github.com/klozd/api/internal/idem"
+	"github.com/klozd/api/internal/lockout"
+)
+
+// soakIPHeader carries the client address the login endpoint counts, so
+// the suite can spread failures over many (email, ip) pairs from loopback.
+const soakIPHeader = "X-Soak-Client-IP"
+
+// instance is one server of the app: its own pool, store, service and
+// HTTP listener on loopback.
+type instance struct {
+	name    string
+	db      *sql.DB
+	store   *idem.Store
+	lockout *lockout.Service
+	server  *httptest.Server
+}
+
+func newInstance(name, url string, cfg Config, bare bool) (*instance, error) {
+	db, err := database.OpenConfig(url, database.Config{
+		MaxOpenConns:     cfg.PoolSize,
+		MaxIdleConns:     cfg.PoolSize,
+		StatementTimeout: cfg.StatementTimeout,
+		LockTimeout:      cfg.LockTimeout,
+		ConnectTimeout:   cfg.RequestTimeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{name: name, db: db}
+	in.store = idem.NewStore(db, idem.StoreConfig{Lease: cfg.Lease})
+	in.lockout, err = lockout.New(db, lockout.Config{
+		Policy: lockout.Policy{MaxFailures: maxFailures, EmailLimit: lockout.Off, IPLimit: lockout.Off},
+		Logger: quiet,
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	orders := http.Handler(http.HandlerFunc(in.createOrder))
+	if !bare {
+		orders = idem.Middleware(idem.Config{Store: in.store, Logger: quiet, Required: func(*http.Request) bool { return true }})(orders)
+	}
+	mux.Handle("POST /orders", orders)
+	mux.HandleFunc("POST /login", in.login)
+	in.server = httptest.NewServer(mux)
+	return in, nil
+}
+
+func (in *instance) close() {
+	in.server.Close()
+	_ = in.store.Close()
+	_ = in.db.Close()
+}
+
+// quiet drops the services' logs: the suite reports through its summary.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// maxFailures is the lockout policy's threshold in the suite.
+const maxFailures = 5
+
+// order is the body of a created order; Nonce is unique per execution, so
+// a replay that differs from the original is visible.
+type order struct {
+	Key   string `json:"key"`
+	Nonce string `json:"nonce"`
+}
+
+// createOrder is the idempotent endpoint: its side effect is a row in
+// soak_effects, one per execution.
+func (in *instance) createOrder(w http.ResponseWriter, r *http.Request) {
+	key := r.Header.Get("Idempotency-Key")
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	o := order{Key: key, Nonce: hex.EncodeToString(b[:])}
+	if _, err := in.db.ExecContext(r.Context(), `INSERT INTO soak_effects ("key", "instance", "nonce") VALUES ($1, $2, $3)`,
+		key, in.name, o.Nonce); err != nil {
+		problem(w, http.StatusServiceUnavailable, "order not created: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	_ = json.NewEncoder(w).Encode(o)
+}
+
+// loginResult is the body of a failed login the suite counts.
+type loginResult struct {
+	Recorded bool `json:"recorded"`
+	Failures int  `json:"failures"`
+}
+
+// login checks the lockout, then treats every password as wrong and
+// records the failure, answering 401 with what was recorded.
+func (in *instance) login(w http.ResponseWriter, r *http.Request) {
+	email, ip := r.FormValue("email"), r.Header.Get(soakIPHeader)
+	d, err := in.lockout.Check(r.Context(), email, ip)
+	switch {
+	case err != nil:
+		problem(w, http.StatusServiceUnavailable, "login unavailable")
+		return
+	case !d.Allowed:
+		w.Header().Set("Retry-After", fmt.Sprint(int(d.RetryAfter.Seconds())))
+		problem(w, http.StatusTooManyRequests, "too many attempts")
+		return
+	}
+	d, err = in.lockout.RecordFailure(r.Context(), email, ip)
+	if err != nil {
+		problem(w, http.StatusServiceUnavailable, "failure not recorded")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnauthorized)
+	_ = json.NewEncoder(w).Encode(loginResult{Recorded: true, Failures: d.Failures})
+}
+
+func problem(w http.ResponseWriter, status int, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": http.StatusText(status), "status": status, "detail": detail})
+}

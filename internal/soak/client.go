@@ -1,0 +1,152 @@
+package soak
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// job is one request a client sends.
+type job struct {
+	order string // idempotency key, or "" for a login
+	pair  *pair  // login pair
+}
+
+// keyState is what clients saw for one idempotency key.
+type keyState struct {
+	mu        sync.Mutex
+	answered  bool     // a 2xx or 4xx came back
+	originals int      // 201s without Idempotent-Replayed
+	bodies    []string // bodies of every 2xx
+	odd       []string // unexpected answers
+}
+
+// pair is one (email, ip) the login clients fail for.
+type pair struct {
+	email, ip string
+	mu        sync.Mutex
+	recorded  int // 401s saying the failure was recorded
+}
+
+// client sends jobs and classifies answers.
+type client struct {
+	http    *http.Client
+	rec     *Recorder // every request of the load phase
+	orders  *Recorder // the idempotent endpoint's requests alone
+	mu      sync.Mutex
+	dirty   []string // answers that were not clean, for the violations list
+	timeout time.Duration
+}
+
+func (c *client) dirtyf(format string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.dirty) < 20 {
+		c.dirty = append(c.dirty, fmt.Sprintf(format, args...))
+	}
+}
+
+// order sends one idempotent request and returns whether it got a final
+// answer (2xx or 4xx).
+func (c *client) order(ctx context.Context, base, key string, st *keyState) bool {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/orders", strings.NewReader(`{"item":"soak","qty":1}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	status, header, body, took, err := c.do(req)
+	defer func() { c.orders.Add(Succeeded, took) }() // only the count and duration matter
+	if err != nil {
+		c.rec.Add(FailedDirty, took)
+		c.dirtyf("order %s: no answer within %s: %v", key, c.timeout, err)
+		return false
+	}
+	switch {
+	case status == http.StatusCreated:
+		replayed := header.Get("Idempotent-Replayed") == "true"
+		st.mu.Lock()
+		st.answered = true
+		st.bodies = append(st.bodies, string(body))
+		if !replayed {
+			st.originals++
+		}
+		st.mu.Unlock()
+		if replayed {
+			c.rec.Add(Replayed, took)
+		} else {
+			c.rec.Add(Succeeded, took)
+		}
+		return true
+	case status == http.StatusConflict && isProblem(header):
+		c.rec.Add(Conflicted, took)
+	case status >= 500 && isProblem(header):
+		c.rec.Add(FailedClean, took)
+	default:
+		c.rec.Add(FailedDirty, took)
+		c.dirtyf("order %s: unexpected %d %s: %.200s", key, status, header.Get("Content-Type"), body)
+		st.mu.Lock()
+		st.odd = append(st.odd, fmt.Sprint(status))
+		st.mu.Unlock()
+	}
+	return false
+}
+
+// login sends one failed login for p.
+func (c *client) login(ctx context.Context, base string, p *pair) bool {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/login",
+		strings.NewReader(url.Values{"email": {p.email}, "password": {"wrong"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set(soakIPHeader, p.ip)
+	status, header, body, took, err := c.do(req)
+	if err != nil {
+		c.rec.Add(FailedDirty, took)
+		c.dirtyf("login %s: no answer within %s: %v", p.email, c.timeout, err)
+		return false
+	}
+	switch {
+	case status == http.StatusUnauthorized:
+		var res loginResult
+		if json.Unmarshal(body, &res) != nil || !res.Recorded {
+			c.rec.Add(FailedDirty, took)
+			c.dirtyf("login %s: 401 without a recorded failure: %.200s", p.email, body)
+			return false
+		}
+		p.mu.Lock()
+		p.recorded++
+		p.mu.Unlock()
+		c.rec.Add(Succeeded, took)
+		return true
+	case status == http.StatusTooManyRequests && isProblem(header):
+		c.rec.Add(Conflicted, took)
+		return true
+	case status >= 500 && isProblem(header):
+		c.rec.Add(FailedClean, took)
+	default:
+		c.rec.Add(FailedDirty, took)
+		c.dirtyf("login %s: unexpected %d: %.200s", p.email, status, body)
+	}
+	return false
+}
+
+func (c *client) do(req *http.Request) (int, http.Header, []byte, time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(req.Context(), c.timeout)
+	defer cancel()
+	resp, err := c.http.Do(req.WithContext(ctx))
+	if err != nil {
+		return 0, nil, nil, time.Since(start), err
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, err = io.Copy(&buf, resp.Body)
+	return resp.StatusCode, resp.Header, buf.Bytes(), time.Since(start), err
+}
+
+func isProblem(h http.Header) bool {
+	return strings.HasPrefix(h.Get("Content-Type"), "application/problem+json")
+}

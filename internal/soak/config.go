@@ -1,0 +1,48 @@
+package soak
+
+import (
+	"cmp"
+	"time"
+)
+
+// Config bounds a run. The zero value means the defaults, sized for the
+// 2-core machines the suite runs on.
+type Config struct {
+	// Orders is the number of idempotency keys per scenario; each key is
+	// sent twice at once, so duplicates overlap. Default 300.
+	Orders int
+	// LoginPairs is the number of (email, ip) pairs per scenario, each sent
+	// LoginsPerPair failed logins. Default 30.
+	LoginPairs int
+	// LoginsPerPair is the number of failed logins per pair. Default 8.
+	LoginsPerPair int
+	// Concurrency is the number of client goroutines. Default 32.
+	Concurrency int
+	// TimeLimit bounds each scenario's load phase. Default 60s.
+	TimeLimit time.Duration
+	// PoolSize is each instance's pool size. Default 8.
+	PoolSize int
+	// StatementTimeout and LockTimeout are the services' session limits.
+	// Defaults 2s and 1s.
+	StatementTimeout, LockTimeout time.Duration
+	// RequestTimeout is the clients' timeout: no answer within it is a
+	// violation. Default 10s.
+	RequestTimeout time.Duration
+	// Lease is the idempotency claim lease. Default 3s, so the retries
+	// after a fault need not wait long for a claim left by a failed release.
+	Lease time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	c.Orders = cmp.Or(c.Orders, 300)
+	c.LoginPairs = cmp.Or(c.LoginPairs, 30)
+	c.LoginsPerPair = cmp.Or(c.LoginsPerPair, 8)
+	c.Concurrency = cmp.Or(c.Concurrency, 32)
+	c.TimeLimit = cmp.Or(c.TimeLimit, 60*time.Second)
+	c.PoolSize = cmp.Or(c.PoolSize, 8)
+	c.StatementTimeout = cmp.Or(c.StatementTimeout, 2*time.Second)
+	c.LockTimeout = cmp.Or(c.LockTimeout, time.Second)
+	c.RequestTimeout = cmp.Or(c.RequestTimeout, 10*time.Second)
+	c.Lease = cmp.Or(c.Lease, 3*time.Second)
+	return c
+}

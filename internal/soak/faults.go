@@ -1,0 +1,71 @@
+package soak
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/klozd/api/internal/pgcluster"
+)
+
+// Faults injects failures into the server of one database.
+type Faults struct {
+	cluster *pgcluster.Cluster
+	admin   *sql.DB // superuser pool on the maintenance database
+	dbName  string
+}
+
+// Restart stops PostgreSQL in fast mode and starts it again, as
+// "pg_ctl restart -m fast" does. It returns once the server accepts
+// connections again.
+func (f *Faults) Restart(ctx context.Context) error {
+	if err := f.cluster.Restart(ctx); err != nil {
+		return fmt.Errorf("soak: restart: %w", err)
+	}
+	// The admin pool's connections died with the server.
+	f.admin.SetMaxIdleConns(0)
+	f.admin.SetMaxIdleConns(2)
+	return nil
+}
+
+// KillConnections terminates every client connection to the database and
+// returns how many it terminated.
+func (f *Faults) KillConnections(ctx context.Context) (int, error) {
+	var n int
+	err := f.admin.QueryRowContext(ctx, `
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = $1 AND pid <> pg_backend_pid()`, f.dbName).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("soak: terminate backends: %w", err)
+	}
+	return n, nil
+}
+
+// HoldLocks takes an exclusive lock on both tables for d, so statements
+// touching them wait past their lock and statement timeouts, then releases
+// it. It returns when the lock is released.
+func (f *Faults) HoldLocks(ctx context.Context, url string, d time.Duration) error {
+	db, err := sql.Open("postgres", url)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("soak: hold locks: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `LOCK TABLE "idempotency_records", "auth_attempts" IN ACCESS EXCLUSIVE MODE`); err != nil {
+		return fmt.Errorf("soak: hold locks: %w", err)
+	}
+	// The lock is held for d of wall time: the fault itself, not a wait for a race.
+	if _, err := tx.ExecContext(ctx, `SELECT pg_sleep($1)`, d.Seconds()); err != nil {
+		return fmt.Errorf("soak: hold locks: %w", err)
+	}
+	return nil
+}
+
+func quoteDB(name string) string { return pq.QuoteIdentifier(name) }

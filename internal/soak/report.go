@@ -1,0 +1,44 @@
+package soak
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+)
+
+// PrintSummary writes the results as a table, then each violation.
+func PrintSummary(w io.Writer, results []Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tsent\tsucceeded\treplayed\tconflicted\tfailed cleanly\tviolations\tp50\tp99\treq/s\trecovery\t")
+	for _, r := range results {
+		rec := "-"
+		if r.Recovery > 0 {
+			rec = r.Recovery.Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.0f\t%s\t\n", r.Scenario, r.Sent, r.Succeeded, r.Replayed,
+			r.Conflicted, r.FailedClean, len(r.Violations), r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond), r.Throughput, rec)
+	}
+	_ = tw.Flush()
+	byName := map[string]Result{}
+	for _, r := range results {
+		byName[r.Scenario] = r
+	}
+	if mw, ok := byName["two-instances"]; ok {
+		if bare, ok := byName["two-instances-bare"]; ok && bare.OrdersThroughput > 0 {
+			fmt.Fprintf(w, "two instances: the idempotent endpoint answers %.0f req/s with the middleware, %.0f without: ratio %.2f\n",
+				mw.OrdersThroughput, bare.OrdersThroughput, mw.OrdersThroughput/bare.OrdersThroughput)
+		}
+	}
+	for _, r := range results {
+		for _, f := range r.Faults {
+			fmt.Fprintf(w, "%s: fault: %s\n", r.Scenario, f)
+		}
+		if r.Note != "" {
+			fmt.Fprintf(w, "%s: %s\n", r.Scenario, r.Note)
+		}
+		for _, v := range r.Violations {
+			fmt.Fprintf(w, "%s: VIOLATION: %s\n", r.Scenario, v)
+		}
+	}
+}

@@ -1,0 +1,416 @@
+package soak
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/klozd/api/internal/database"
+	"github.com/klozd/api/internal/pgcluster"
+)
+
+// Result is one scenario's line of the summary.
+type Result struct {
+	Scenario    string        `json:"scenario"`
+	Sent        int           `json:"sent"`
+	Succeeded   int           `json:"succeeded"`
+	Replayed    int           `json:"replayed"`
+	Conflicted  int           `json:"conflicted"`
+	FailedClean int           `json:"failed_clean"`
+	Violations  []string      `json:"violations"`
+	P50         time.Duration `json:"p50_ns"`
+	P99         time.Duration `json:"p99_ns"`
+	Throughput  float64       `json:"throughput_rps"`
+	// OrdersThroughput counts the idempotent endpoint's answers alone.
+	OrdersThroughput float64 `json:"orders_throughput_rps"`
+	// Recovery is, after a restart, the time from the server accepting
+	// connections to both services answering successfully.
+	Recovery time.Duration `json:"recovery_ns,omitempty"`
+	Faults   []string      `json:"faults,omitempty"`
+	Note     string        `json:"note,omitempty"`
+}
+
+// scenario is one fault and the shape of the load around it.
+type scenario struct {
+	name        string
+	instances   int
+	poolSize    int // overrides Config.PoolSize when set
+	concurrency int // overrides Config.Concurrency when set
+	bare        bool
+	// marks are the fractions of the load at which fault runs.
+	marks []float64
+	fault func(ctx context.Context, e *env, cfg Config) (what string, err error)
+}
+
+// Scenarios lists the scenario names in the order [Run] runs them.
+func Scenarios() []string {
+	var names []string
+	for _, s := range scenarios() {
+		names = append(names, s.name)
+	}
+	return names
+}
+
+func scenarios() []scenario {
+	return []scenario{
+		{name: "restart", instances: 1, marks: []float64{0.35}, fault: faultRestart},
+		{name: "killed-connections", instances: 1, marks: []float64{0.25, 0.5, 0.75}, fault: faultKill},
+		{name: "slow-database", instances: 1, marks: []float64{0.35}, fault: faultSlow},
+		{name: "pool-exhaustion", instances: 1, poolSize: 2, concurrency: 64},
+		{name: "two-instances", instances: 2},
+		{name: "two-instances-bare", instances: 2, bare: true},
+	}
+}
+
+// The recovery after a restart is measured by the runner, which has the
+// instances.
+func faultRestart(ctx context.Context, e *env, _ Config) (string, error) {
+	start := time.Now()
+	if err := e.faults.Restart(ctx); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("restarted in %s", time.Since(start).Round(time.Millisecond)), nil
+}
+
+func faultKill(ctx context.Context, e *env, _ Config) (string, error) {
+	n, err := e.faults.KillConnections(ctx)
+	return fmt.Sprintf("terminated %d connections", n), err
+}
+
+func faultSlow(ctx context.Context, e *env, cfg Config) (string, error) {
+	d := 2 * cfg.StatementTimeout
+	return fmt.Sprintf("held exclusive table locks for %s", d), e.faults.HoldLocks(ctx, e.url, d)
+}
+
+// Run starts a throwaway cluster and runs the named scenarios (all when
+// names is empty), one fresh database each.
+func Run(ctx context.Context, cfg Config, names []string) ([]Result, error) {
+	cfg = cfg.withDefaults()
+	var todo []scenario
+	for _, s := range scenarios() {
+		if len(names) == 0 || slices.Contains(names, s.name) {
+			todo = append(todo, s)
+		}
+	}
+	if len(todo) == 0 {
+		return nil, fmt.Errorf("soak: no scenario among %v; choose from %v", names, Scenarios())
+	}
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{"max_connections": "200"}})
+	if err != nil {
+		return nil, err
+	}
+	defer cluster.Stop()
+	admin, err := database.Open(cluster.URL("postgres"))
+	if err != nil {
+		return nil, err
+	}
+	defer admin.Close()
+	var results []Result
+	for i, s := range todo {
+		e, err := newEnv(ctx, cluster, admin, fmt.Sprintf("soak_%d", i))
+		if err != nil {
+			return results, err
+		}
+		r, err := runScenario(ctx, e, cfg, s)
+		e.drop(ctx)
+		if err != nil {
+			return results, fmt.Errorf("soak: %s: %w", s.name, err)
+		}
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, error) {
+	if s.poolSize > 0 {
+		cfg.PoolSize = s.poolSize
+	}
+	if s.concurrency > 0 {
+		cfg.Concurrency = s.concurrency
+	}
+	var insts []*instance
+	for i := range s.instances {
+		in, err := newInstance(fmt.Sprintf("i%d", i), e.url, cfg, s.bare)
+		if err != nil {
+			return Result{}, err
+		}
+		defer in.close()
+		insts = append(insts, in)
+	}
+	transport := &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency}
+	defer transport.CloseIdleConnections()
+	cl := &client{http: &http.Client{Transport: transport}, rec: NewRecorder(), orders: NewRecorder(), timeout: cfg.RequestTimeout}
+
+	keys := map[string]*keyState{}
+	var jobs []job
+	pairs := make([]*pair, cfg.LoginPairs)
+	for i := range pairs {
+		pairs[i] = &pair{email: fmt.Sprintf("user%d@example.com", i), ip: fmt.Sprintf("198.51.100.%d", i%250+1)}
+	}
+	// Each key twice in a row, so two clients send it at once; logins
+	// spread in between.
+	logins := cfg.LoginPairs * cfg.LoginsPerPair
+	for i := range cfg.Orders {
+		k := fmt.Sprintf("%s-%06d", s.name, i)
+		keys[k] = &keyState{}
+		jobs = append(jobs, job{order: k}, job{order: k})
+		for j := i * logins / cfg.Orders; j < (i+1)*logins/cfg.Orders; j++ {
+			jobs = append(jobs, job{pair: pairs[j%len(pairs)]})
+		}
+	}
+
+	loadCtx, cancel := context.WithTimeout(ctx, cfg.TimeLimit)
+	defer cancel()
+	var (
+		next, done atomic.Int64
+		wg         sync.WaitGroup
+		markCh     = make([]chan struct{}, len(s.marks))
+		markOnce   = make([]sync.Once, len(s.marks))
+	)
+	for i := range markCh {
+		markCh[i] = make(chan struct{})
+	}
+	for w := range cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for loadCtx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= len(jobs) {
+					return
+				}
+				base := insts[(w+i)%len(insts)].server.URL
+				if j := jobs[i]; j.order != "" {
+					cl.order(loadCtx, base, j.order, keys[j.order])
+				} else {
+					cl.login(loadCtx, base, j.pair)
+				}
+				n := done.Add(1)
+				for m, f := range s.marks {
+					if float64(n) >= f*float64(len(jobs)) {
+						markOnce[m].Do(func() { close(markCh[m]) })
+					}
+				}
+			}
+		}()
+	}
+	var (
+		faultErr error
+		recovery time.Duration
+		faults   []string
+		faultWG  sync.WaitGroup
+	)
+	if s.fault != nil {
+		faultWG.Add(1)
+		go func() {
+			defer faultWG.Done()
+			for m := range s.marks {
+				select {
+				case <-markCh[m]:
+				case <-loadCtx.Done():
+					return
+				}
+				what, err := s.fault(ctx, e, cfg)
+				if err != nil {
+					faultErr = err
+					return
+				}
+				faults = append(faults, what)
+				if s.name == "restart" {
+					recovery = measureRecovery(ctx, cl, insts[0].server.URL, cfg)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	cl.rec.Stop()
+	cl.orders.Stop()
+	cancel()
+	faultWG.Wait()
+	if faultErr != nil {
+		return Result{}, faultErr
+	}
+	timedOut := next.Load() < int64(len(jobs))
+
+	// Retry every key that got no final answer, as a client would.
+	retryUnanswered(ctx, cl, insts, keys, cfg)
+
+	r := Result{
+		Scenario:    s.name,
+		Sent:        cl.rec.Sent(),
+		Succeeded:   cl.rec.Count(Succeeded),
+		Replayed:    cl.rec.Count(Replayed),
+		Conflicted:  cl.rec.Count(Conflicted),
+		FailedClean: cl.rec.Count(FailedClean),
+		P50:         cl.rec.Percentile(50),
+		P99:         cl.rec.Percentile(99),
+		Throughput:  cl.rec.Throughput(),
+		Recovery:    recovery,
+		Faults:      faults,
+
+		OrdersThroughput: cl.orders.Throughput(),
+	}
+	if timedOut {
+		r.Note = fmt.Sprintf("time limit %s reached after %d of %d requests", cfg.TimeLimit, done.Load(), len(jobs))
+	}
+	r.Violations = append(r.Violations, cl.dirty...)
+	if !s.bare {
+		v, err := checkInvariants(ctx, e, keys, pairs)
+		if err != nil {
+			return r, err
+		}
+		r.Violations = append(r.Violations, v...)
+	}
+	return r, nil
+}
+
+// measureRecovery sends a new order and a login until both succeed, and
+// returns how long that took from the server accepting connections.
+func measureRecovery(ctx context.Context, cl *client, base string, cfg Config) time.Duration {
+	start := time.Now()
+	probe := &client{http: cl.http, rec: NewRecorder(), orders: NewRecorder(), timeout: cfg.RequestTimeout}
+	p := &pair{email: "recovery@example.com", ip: "203.0.113.1"}
+	deadline := start.Add(cfg.RequestTimeout)
+	for i := 0; time.Now().Before(deadline); i++ {
+		okOrder := probe.order(ctx, base, fmt.Sprintf("recovery-%d", i), &keyState{})
+		okLogin := probe.login(ctx, base, p)
+		if okOrder && okLogin {
+			return time.Since(start)
+		}
+		time.Sleep(20 * time.Millisecond) // client back-off between probes
+	}
+	return time.Since(start)
+}
+
+// retryUnanswered resends each key without a final answer until it gets
+// one or the lease of any claim left behind has long passed.
+func retryUnanswered(ctx context.Context, cl *client, insts []*instance, keys map[string]*keyState, cfg Config) {
+	deadline := time.Now().Add(cfg.Lease + cfg.RequestTimeout)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for k, st := range keys {
+		st.mu.Lock()
+		answered := st.answered
+		st.mu.Unlock()
+		if answered {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for i := 0; time.Now().Before(deadline); i++ {
+				if cl.order(ctx, insts[i%len(insts)].server.URL, k, st) {
+					return
+				}
+				time.Sleep(100 * time.Millisecond) // client back-off, as Retry-After asks
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// checkInvariants reads the side effects, records and lockout rows and
+// compares them with what the clients saw.
+func checkInvariants(ctx context.Context, e *env, keys map[string]*keyState, pairs []*pair) ([]string, error) {
+	db, err := database.Open(e.url)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	var v []string
+	violate := func(format string, args ...any) {
+		if len(v) < 50 {
+			v = append(v, fmt.Sprintf(format, args...))
+		}
+	}
+	effects := map[string][]string{} // key → nonces
+	if err := eachRow(ctx, db, `SELECT "key", "nonce" FROM soak_effects`, func(rows *sql.Rows) error {
+		var k, nonce string
+		if err := rows.Scan(&k, &nonce); err != nil {
+			return err
+		}
+		effects[k] = append(effects[k], nonce)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	for k, st := range keys {
+		nonces := effects[k]
+		if len(nonces) > 1 {
+			violate("key %s: the handler ran %d times", k, len(nonces))
+		}
+		if !st.answered {
+			violate("key %s: no success after the fault, even when retried", k)
+			continue
+		}
+		if len(nonces) == 0 {
+			violate("key %s: a client got 2xx but the side effect is missing", k)
+			continue
+		}
+		if st.originals > 1 {
+			violate("key %s: %d clients got the original (non-replayed) response", k, st.originals)
+		}
+		for _, b := range st.bodies {
+			var o order
+			if json.Unmarshal([]byte(b), &o) != nil || o.Nonce != nonces[0] {
+				violate("key %s: a response differs from the original: %.120s", k, b)
+			}
+		}
+	}
+	var stored5xx int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM idempotency_records WHERE "responseStatus" >= 500`).Scan(&stored5xx); err != nil {
+		return nil, err
+	}
+	if stored5xx > 0 {
+		violate("%d stored records have a 5xx status", stored5xx)
+	}
+	type row struct {
+		failures int
+		locked   bool
+	}
+	rows := map[[2]string]row{}
+	if err := eachRow(ctx, db, `SELECT "email", coalesce("ip", ''), "failuresCount", "lockedUntil" IS NOT NULL FROM auth_attempts`, func(r *sql.Rows) error {
+		var k [2]string
+		var x row
+		if err := r.Scan(&k[0], &k[1], &x.failures, &x.locked); err != nil {
+			return err
+		}
+		rows[k] = x
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	for _, p := range pairs {
+		got := rows[[2]string{p.email, p.ip}]
+		if got.failures != p.recorded {
+			violate("login %s from %s: failuresCount is %d, clients were told %d failures were recorded", p.email, p.ip, got.failures, p.recorded)
+		}
+		if p.recorded >= maxFailures && !got.locked {
+			violate("login %s from %s: %d failures recorded but the pair is not locked", p.email, p.ip, p.recorded)
+		}
+	}
+	return v, nil
+}
+
+func eachRow(ctx context.Context, db *sql.DB, query string, each func(*sql.Rows) error) error {
+	rows, err := db.QueryContext(ctx, query)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := each(rows); err != nil {
+			return err
+		}
+	}
+	return errors.Join(rows.Err())
+}
