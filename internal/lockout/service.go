@@ -154,7 +154,7 @@ func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision
 	d.Failures, d.LockedNow = r.failures, r.lockedNow
 	if r.lockedNow {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "lockout: locked",
-			slog.String("email", e), slog.Any("ip", deref(addr)), slog.Int("failures", r.failures),
+			slog.String("email", e), slog.String("ip", deref(addr)), slog.Int("failures", r.failures),
 			slog.Time("until", d.Until), slog.Duration("for", utc(r.lockedUntil).Sub(now)))
 	}
 	s.report(ctx, OpFailure, d)
