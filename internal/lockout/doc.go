@@ -83,6 +83,15 @@
 // sums over rows read from the statement's snapshot, so under concurrency
 // they may deny a few failures late; the per-pair count is exact.
 //
+// # Database
+//
+// The service needs the auth_attempts table of the module's migrations and
+// a *sql.DB on lib/pq. Check and RecordFailure run prepared statements,
+// prepared on first use and again on each new connection, so the long
+// lockout SQL is parsed and planned once per connection: behind PgBouncer
+// in transaction mode, use a version with prepared-statement support
+// (1.21+) or session mode.
+//
 // # Failure and time
 //
 // When the database cannot answer, Check and RecordFailure return an error

@@ -46,6 +46,18 @@ func TestIPGrouping(t *testing.T) {
 		ips = append(ips, r.IP.String)
 	}
 	assert.Equal(t, []string{"2001:db8:1:2::/64", "1.2.3.4"}, ips, "stored in canonical text")
+
+	// An operator can unlock by any address of the prefix, or by the key.
+	for _, key := range []string{"2001:db8:1:2::abcd", "2001:db8:1:2::/64"} {
+		_, err = s.RecordFailure(ctx, ann, "2001:db8:1:2::1")
+		require.NoError(t, err)
+		n, err := s.UnlockIP(ctx, key)
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), n, key)
+		check, err = s.Check(ctx, ann, "2001:db8:1:2::1")
+		require.NoError(t, err)
+		assert.True(t, check.Allowed, key)
+	}
 }
 
 func TestIPv6PrefixIsConfigurable(t *testing.T) {

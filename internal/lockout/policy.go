@@ -94,18 +94,3 @@ func (p Policy) withDefaults() (Policy, error) {
 	}
 	return p, nil
 }
-
-// lockFor returns the length of the lock set when a pair's count reaches
-// failures: LockDuration × 2^(failures/MaxFailures − 1), capped at
-// MaxLockDuration. The SQL in query.go computes the same; tests compare.
-func (p Policy) lockFor(failures int) time.Duration {
-	runs := max(failures/p.MaxFailures, 1)
-	d := p.LockDuration
-	for i := 1; i < runs; i++ {
-		if d >= p.MaxLockDuration/2 {
-			return p.MaxLockDuration
-		}
-		d *= 2
-	}
-	return min(d, p.MaxLockDuration)
-}

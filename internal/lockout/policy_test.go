@@ -46,11 +46,12 @@ const (
 func TestPolicy(t *testing.T) {
 	t.Parallel()
 	noAgg := lockout.Policy{EmailLimit: lockout.Off, IPLimit: lockout.Off}
-	cases := []struct {
+	type policyCase struct {
 		name   string
 		policy lockout.Policy
 		steps  []step
-	}{
+	}
+	cases := []policyCase{
 		{"below the threshold", lockout.Policy{}, []step{
 			fail(4, ann, ip1), allowed(ann, ip1),
 		}},
@@ -165,6 +166,29 @@ func TestPolicy(t *testing.T) {
 			fail(1, ann, ""), denied(ann, "", lockout.LimitPair, time.Minute),
 		}},
 	}
+	// With the default limits: 10 emails × 5 failures from one IP trip the
+	// per-IP limit (50); 4 IPs × 5 failures on one email trip the
+	// per-email limit (20).
+	var manyEmails, manyIPs []step
+	for i := range 10 {
+		manyEmails = append(manyEmails, fail(5, fmt.Sprintf("user%d@example.org", i), ip1))
+		if i == 8 {
+			manyEmails = append(manyEmails, allowed(ann, ip1))
+		}
+	}
+	manyEmails = append(manyEmails, denied(ann, ip1, lockout.LimitIP, 15*time.Minute), allowed(ann, ip2))
+	for i := range 4 {
+		manyIPs = append(manyIPs, fail(5, ann, fmt.Sprintf("198.51.100.%d", i)))
+		if i == 2 {
+			manyIPs = append(manyIPs, allowed(ann, ip1))
+		}
+	}
+	manyIPs = append(manyIPs, denied(ann, ip1, lockout.LimitEmail, 15*time.Minute),
+		denied(ann, "2001:db8::1", lockout.LimitEmail, 15*time.Minute), allowed(bob, ip1))
+	cases = append(cases,
+		policyCase{"defaults: many emails from one IP", lockout.Policy{}, manyEmails},
+		policyCase{"defaults: many IPs on one email", lockout.Policy{}, manyIPs},
+	)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -212,8 +236,14 @@ func TestPolicy(t *testing.T) {
 // LockedNow exactly once per lock.
 func TestRecordFailureDecision(t *testing.T) {
 	t.Parallel()
-	s, _, _ := newService(t, lockout.Config{})
+	var seen []lockout.Op
+	s, _, _ := newService(t, lockout.Config{OnDecision: func(_ context.Context, op lockout.Op, d lockout.Decision) {
+		seen = append(seen, op)
+	}})
 	ctx := context.Background()
+	_, err := s.Check(ctx, ann, ip1)
+	require.NoError(t, err)
+	assert.Equal(t, []lockout.Op{lockout.OpCheck}, seen, "the hook sees each decision")
 	for i := 1; i <= 7; i++ {
 		d, err := s.RecordFailure(ctx, ann, ip1)
 		require.NoError(t, err)
@@ -221,6 +251,7 @@ func TestRecordFailureDecision(t *testing.T) {
 		assert.Equal(t, i >= 5, !d.Allowed, "failure %d", i)
 		assert.Equal(t, i == 5, d.LockedNow, "failure %d", i)
 	}
+	assert.Len(t, seen, 8)
 }
 
 func TestNewRejectsInvalidPolicy(t *testing.T) {

@@ -62,7 +62,9 @@ func bindN(q string, names ...string) (string, int) {
 
 func buildQueries(p Policy) queries {
 	max := p.MaxFailures
-	// dur(n) is the lock length for a count n, as Policy.lockFor computes it.
+	// dur(n) is the lock length for a count n: LockDuration ×
+	// 2^(max(n, MaxFailures)/MaxFailures − 1), capped at MaxLockDuration
+	// (the exponent is clamped so the double cannot overflow).
 	dur := func(n string) string {
 		return fmt.Sprintf(`(LEAST(%d * power(2, LEAST(GREATEST(%s, %d) / %d - 1, 62)), %d) * interval '1 millisecond')`,
 			p.LockDuration.Milliseconds(), n, max, max, p.MaxLockDuration.Milliseconds())

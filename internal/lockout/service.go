@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/klozd/api/ent"
@@ -152,7 +154,7 @@ func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision
 	d.Failures, d.LockedNow = r.failures, r.lockedNow
 	if r.lockedNow {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "lockout: locked",
-			slog.String("email", e), slog.Any("ip", deref(addr)), slog.Int("failures", r.failures),
+			slog.String("email", e), slog.String("ip", deref(addr)), slog.Int("failures", r.failures),
 			slog.Time("until", d.Until), slog.Duration("for", utc(r.lockedUntil).Sub(now)))
 	}
 	s.report(ctx, OpFailure, d)
@@ -250,9 +252,13 @@ func (s *Service) UnlockEmail(ctx context.Context, email string) (int64, error) 
 }
 
 // UnlockIP lifts the locks and resets the counters of ip (its IPv6 prefix)
-// over all emails, which also lifts its per-IP limit. It returns the rows
+// over all emails, which also lifts its per-IP limit. ip may also be a key
+// as [Service.Status] shows it ("2001:db8:1:2::/64"). It returns the rows
 // changed, or an error wrapping [ErrInvalidIP] when ip does not parse.
 func (s *Service) UnlockIP(ctx context.Context, ip string) (int64, error) {
+	if p, err := netip.ParsePrefix(strings.TrimSpace(ip)); err == nil {
+		ip = p.Addr().String()
+	}
 	addr := s.normalizeIP(ip)
 	if addr == nil {
 		return 0, fmt.Errorf("lockout: unlock ip %q: %w", ip, ErrInvalidIP)
