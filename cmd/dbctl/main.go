@@ -12,6 +12,7 @@
 //	dbctl migrate lint [--latest N] [--dev-url URL] [--json]
 //	dbctl migrate reset [--url URL] [--yes] [--force]
 //	dbctl migrate hash | validate
+//	dbctl gc [--url URL] [--dry-run] [--window D] [--batch N] [--json]
 //
 // --url defaults to $DATABASE_URL everywhere. The revisions table is where
 // the Atlas CLI puts it for the same URL: atlas_schema_revisions
@@ -72,6 +73,7 @@ func commands() []command {
 		{"drift", "compare ent schema, migrations, spec and (with --url) a live database; exit 1 on drift", runDrift},
 		{"migrate", "create, apply, inspect, lint and reset migrations (dbctl migrate -h)", runMigrate},
 		{"dev", "start a throwaway PostgreSQL with all migrations applied; Ctrl-C stops it", runDev},
+		{"gc", "delete stale auth_attempts and expired idempotency_records in batches (cron-safe)", runGC},
 	}
 }
 

@@ -38,6 +38,9 @@ type StoreConfig struct {
 	// PurgeBatch is the number of rows [Store.Purge] deletes per
 	// statement. Default 1000.
 	PurgeBatch int
+	// OnPurge, when set, is called by [Store.Purge] after each batch that
+	// deleted rows, with the running total, e.g. to show progress.
+	OnPurge func(deleted int64)
 }
 
 func (c StoreConfig) resolve() StoreConfig {

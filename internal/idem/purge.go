@@ -39,8 +39,22 @@ func (s *Store) Purge(ctx context.Context) (int64, error) {
 			return total, fmt.Errorf("idem: purge: %w", err)
 		}
 		total += n
+		if s.cfg.OnPurge != nil && n > 0 {
+			s.cfg.OnPurge(total)
+		}
 		if n < int64(s.cfg.PurgeBatch) {
 			return total, nil
 		}
 	}
+}
+
+// CountExpired returns how many records [Store.Purge] would delete now, for
+// a dry run. It deletes nothing.
+func (s *Store) CountExpired(ctx context.Context) (int64, error) {
+	var n int64
+	now := schema.UTCMillis(s.cfg.Now())
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM idempotency_records WHERE "expiresAt" <= $1`, now).Scan(&n); err != nil {
+		return 0, fmt.Errorf("idem: count expired records: %w", err)
+	}
+	return n, nil
 }

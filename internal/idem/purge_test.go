@@ -57,3 +57,29 @@ func TestPurge(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, n)
 }
+
+// CountExpired counts what Purge deletes, and OnPurge sees the running total.
+func TestPurgeCountAndProgress(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := newClock()
+	var seen []int64
+	s := NewStore(pgtest.DB(t), StoreConfig{Now: clk.Now, TTL: time.Hour, PurgeBatch: 4,
+		OnPurge: func(n int64) { seen = append(seen, n) }})
+	for i := range 10 {
+		res, err := s.Begin(ctx, storeReq(fmt.Sprint("k-", i)))
+		require.NoError(t, err)
+		require.NoError(t, s.Complete(ctx, res.Claim, Response{Status: 201}))
+	}
+	n, err := s.CountExpired(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n, "nothing has expired yet")
+	clk.Advance(2 * time.Hour)
+	n, err = s.CountExpired(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(10), n)
+	deleted, err := s.Purge(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, n, deleted)
+	assert.Equal(t, []int64{4, 8, 10}, seen)
+}

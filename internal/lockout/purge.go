@@ -19,6 +19,9 @@ func (s *Service) Purge(ctx context.Context) (int64, error) {
 		res, err := s.db.ExecContext(ctx, s.q.purge, cut, s.batch)
 		n, err := affected("purge", res, err)
 		total += n
+		if s.onPurge != nil && n > 0 {
+			s.onPurge(total)
+		}
 		if err != nil || n < int64(s.batch) {
 			return total, err
 		}
@@ -26,4 +29,15 @@ func (s *Service) Purge(ctx context.Context) (int64, error) {
 			return total, fmt.Errorf("lockout: purge: %w", err)
 		}
 	}
+}
+
+// CountStale returns how many rows [Service.Purge] would delete now, for a
+// dry run. It deletes nothing.
+func (s *Service) CountStale(ctx context.Context) (int64, error) {
+	_, cut := s.clock()
+	var n int64
+	if err := s.db.QueryRowContext(ctx, s.q.countStale, cut).Scan(&n); err != nil {
+		return 0, fmt.Errorf("lockout: count stale rows: %w", err)
+	}
+	return n, nil
 }

@@ -45,6 +45,12 @@ func TestPurge(t *testing.T) {
 		require.NoError(t, err)
 	}
 
+	counter, err := lockout.New(db, lockout.Config{Now: clk.Now})
+	require.NoError(t, err)
+	stale, err := counter.CountStale(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(500), stale, "CountStale counts what Purge deletes")
+
 	// Four instances purge at once, in batches of 40.
 	var wg sync.WaitGroup
 	totals := make([]int64, 4)
@@ -74,11 +80,12 @@ func TestPurge(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []string{"recent failure", "failure at the edge of the window", "still locked", "lock ended within the window"}, left)
 
-	s, err := lockout.New(db, lockout.Config{Now: clk.Now})
-	require.NoError(t, err)
-	n, err := s.Purge(ctx)
+	n, err := counter.Purge(ctx)
 	require.NoError(t, err)
 	assert.Zero(t, n, "nothing left to purge")
+	stale, err = counter.CountStale(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, stale)
 }
 
 // Purge honours cancellation between batches.

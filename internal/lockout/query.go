@@ -28,6 +28,7 @@ type queries struct {
 	unlockEmail                               string // email, now
 	unlockIP                                  string // ip, now
 	purge                                     string // cut, batch
+	countStale                                string // cut
 }
 
 // bind replaces the {name} tokens of q with $1, $2… in the order given.
@@ -174,9 +175,10 @@ func buildQueries(p Policy) queries {
 	// A row is stale when it would start over at its next failure. The inner
 	// SELECT locks at most batch rows and skips rows another instance (or a
 	// login) holds, so concurrent purges share the work without waiting.
+	const stale = `("lockedUntil" IS NULL OR "lockedUntil" <= {cut}::timestamp(3)) AND "lastAttemptAt" <= {cut}::timestamp(3)`
 	q.purge = bind(`DELETE FROM auth_attempts WHERE id IN (
-		SELECT id FROM auth_attempts
-		WHERE ("lockedUntil" IS NULL OR "lockedUntil" <= {cut}::timestamp(3)) AND "lastAttemptAt" <= {cut}::timestamp(3)
+		SELECT id FROM auth_attempts WHERE `+stale+`
 		LIMIT {batch} FOR UPDATE SKIP LOCKED)`, "cut", "batch")
+	q.countStale = bind(`SELECT count(*) FROM auth_attempts WHERE `+stale, "cut")
 	return q
 }

@@ -34,20 +34,24 @@ type Config struct {
 	// PurgeBatch is the number of rows [Service.Purge] deletes per
 	// statement. Default 1000.
 	PurgeBatch int
+	// OnPurge, when set, is called by [Service.Purge] after each batch that
+	// deleted rows, with the running total, e.g. to show progress.
+	OnPurge func(deleted int64)
 }
 
 // Service counts failed logins in the auth_attempts table and decides
 // whether an attempt may proceed. It is safe for concurrent use, also by
 // several processes on the same database.
 type Service struct {
-	db     *sql.DB
-	ent    *ent.Client
-	policy Policy
-	now    func() time.Time
-	log    *slog.Logger
-	hook   func(context.Context, Op, Decision)
-	batch  int
-	q      queries
+	db      *sql.DB
+	ent     *ent.Client
+	policy  Policy
+	now     func() time.Time
+	log     *slog.Logger
+	hook    func(context.Context, Op, Decision)
+	batch   int
+	onPurge func(deleted int64)
+	q       queries
 	// Prepared on first use: the long statements of the hot path.
 	check, checkNull, failure, failNullUpd, failNullIns stmt
 }
@@ -81,6 +85,7 @@ func New(db *sql.DB, cfg Config) (*Service, error) {
 		log:         cmp.Or(cfg.Logger, slog.Default()),
 		hook:        cfg.OnDecision,
 		batch:       cmp.Or(cfg.PurgeBatch, 1000),
+		onPurge:     cfg.OnPurge,
 		q:           q,
 	}, nil
 }
