@@ -558,7 +558,7 @@ func TestMiddlewareObservability(t *testing.T) {
 
 func TestMiddlewareStatementCount(t *testing.T) {
 	t.Parallel()
-	db, count := countingDB(t, pgtest.URL(t))
+	db, count := pgtest.Counting(t, pgtest.URL(t))
 	s := NewStore(db, StoreConfig{})
 	var calls atomic.Int64
 	h := serve(Config{Store: s}, created(&calls))
@@ -566,13 +566,13 @@ func TestMiddlewareStatementCount(t *testing.T) {
 	require.Equal(t, http.StatusCreated, post(h, "warm-up", "{}").Code)
 	require.Equal(t, "true", post(h, "warm-up", "{}").Header().Get("Idempotent-Replayed"))
 
-	before, prepares := count.n.Load(), count.prepares.Load()
+	before, prepares := count.Statements.Load(), count.Prepares.Load()
 	require.Equal(t, http.StatusCreated, post(h, "new", "{}").Code)
-	assert.Equal(t, int64(2), count.n.Load()-before, "new key: claim + complete")
+	assert.Equal(t, int64(2), count.Statements.Load()-before, "new key: claim + complete")
 
-	before = count.n.Load()
+	before = count.Statements.Load()
 	w := post(h, "new", "{}")
 	require.Equal(t, "true", w.Header().Get("Idempotent-Replayed"))
-	assert.Equal(t, int64(1), count.n.Load()-before, "replay: one query")
-	assert.Equal(t, prepares, count.prepares.Load(), "statements are prepared once per connection")
+	assert.Equal(t, int64(1), count.Statements.Load()-before, "replay: one query")
+	assert.Equal(t, prepares, count.Prepares.Load(), "statements are prepared once per connection")
 }
