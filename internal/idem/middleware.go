@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/klozd/api/internal/problem"
 )
 
 // EventKind names an [Event].
@@ -88,29 +90,29 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	values := r.Header.Values(cfg.Header)
 	if len(values) == 0 {
 		if cfg.Required != nil && cfg.Required(r) {
-			writeProblem(w, http.StatusBadRequest, "This request requires an "+cfg.Header+" header.", 0)
+			problem.Write(w, http.StatusBadRequest, "This request requires an "+cfg.Header+" header.", 0)
 			return
 		}
 		next.ServeHTTP(w, r)
 		return
 	}
 	if len(values) > 1 {
-		writeProblem(w, http.StatusBadRequest, "Send one "+cfg.Header+" header, not several.", 0)
+		problem.Write(w, http.StatusBadRequest, "Send one "+cfg.Header+" header, not several.", 0)
 		return
 	}
 	key, err := ParseKey(values[0])
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "The "+cfg.Header+" header must be 1 to 255 printable ASCII characters, bare or as a quoted string.", 0)
+		problem.Write(w, http.StatusBadRequest, "The "+cfg.Header+" header must be 1 to 255 printable ASCII characters, bare or as a quoted string.", 0)
 		return
 	}
 	body, err := readBody(w, r, cfg.MaxRequestBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			writeProblem(w, http.StatusRequestEntityTooLarge, "The request body exceeds "+strconv.FormatInt(cfg.MaxRequestBody, 10)+" bytes.", 0)
+			problem.Write(w, http.StatusRequestEntityTooLarge, "The request body exceeds "+strconv.FormatInt(cfg.MaxRequestBody, 10)+" bytes.", 0)
 			return
 		}
-		writeProblem(w, http.StatusBadRequest, "The request body could not be read.", 0)
+		problem.Write(w, http.StatusBadRequest, "The request body could not be read.", 0)
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -133,10 +135,10 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	case errors.Is(err, ErrMismatch):
 		m.emit(ev, EventMismatch, 0, "")
 		log.log(r.Context(), slog.LevelInfo, "idem: key reused with a different request")
-		writeProblem(w, http.StatusUnprocessableEntity, "This "+cfg.Header+" was used with a different request; send a new key.", 0)
+		problem.Write(w, http.StatusUnprocessableEntity, "This "+cfg.Header+" was used with a different request; send a new key.", 0)
 		return
 	case errors.Is(err, ErrInFlight):
-		writeProblem(w, http.StatusConflict, "A request with this "+cfg.Header+" is being processed; retry later.", cfg.RetryAfter)
+		problem.Write(w, http.StatusConflict, "A request with this "+cfg.Header+" is being processed; retry later.", cfg.RetryAfter)
 		return
 	case err != nil && r.Context().Err() != nil:
 		return // the client is gone; nobody reads an answer
@@ -146,7 +148,7 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		return
 	case err != nil:
 		log.log(r.Context(), slog.LevelError, "idem: store unavailable, answering 503", slog.Any("error", err))
-		writeProblem(w, http.StatusServiceUnavailable, "Idempotency keys cannot be checked right now; retry later.", cfg.RetryAfter)
+		problem.Write(w, http.StatusServiceUnavailable, "Idempotency keys cannot be checked right now; retry later.", cfg.RetryAfter)
 		return
 	case res.Replay != nil:
 		m.emit(ev, EventReplay, res.Replay.Status, "")

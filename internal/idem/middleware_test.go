@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/klozd/api/internal/pgtest"
+	"github.com/klozd/api/internal/problem"
 )
 
 const route = "POST /orders"
@@ -68,7 +69,7 @@ func assertProblem(t *testing.T, w *httptest.ResponseRecorder, status int) {
 	t.Helper()
 	assert.Equal(t, status, w.Code)
 	assert.Equal(t, "application/problem+json", w.Header().Get("Content-Type"))
-	var p problem
+	var p problem.Details
 	if assert.NoError(t, json.Unmarshal(w.Body.Bytes(), &p), "body %q", w.Body.String()) {
 		assert.Equal(t, status, p.Status)
 		assert.Equal(t, http.StatusText(status), p.Title)

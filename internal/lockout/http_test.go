@@ -1,6 +1,7 @@
 package lockout_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/klozd/api/internal/lockout"
+	"github.com/klozd/api/internal/problem"
 )
 
 func TestWriteDenied(t *testing.T) {
@@ -27,7 +29,11 @@ func TestWriteDenied(t *testing.T) {
 		assert.Equal(t, tc.status, w.Code)
 		assert.Equal(t, tc.retryAfter, w.Header().Get("Retry-After"))
 		assert.Equal(t, "no-store", w.Header().Get("Cache-Control"))
-		assert.NotEmpty(t, w.Body.String())
+		assert.Equal(t, problem.ContentType, w.Header().Get("Content-Type"))
+		var body problem.Details
+		if assert.NoError(t, json.Unmarshal(w.Body.Bytes(), &body)) {
+			assert.Equal(t, tc.status, body.Status)
+		}
 	}
 	// The body does not depend on which limit fired, so it reveals nothing
 	// about the account.

@@ -5,15 +5,16 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"time"
 
 	"github.com/klozd/api/internal/database"
 	"github.com/klozd/api/internal/idem"
 	"github.com/klozd/api/internal/lockout"
+	"github.com/klozd/api/internal/problem"
 )
 
 // soakIPHeader carries the client address the login endpoint counts, so
@@ -90,7 +91,7 @@ func (in *instance) createOrder(w http.ResponseWriter, r *http.Request) {
 	o := order{Key: key, Nonce: hex.EncodeToString(b[:])}
 	if _, err := in.db.ExecContext(r.Context(), `INSERT INTO soak_effects ("key", "instance", "nonce") VALUES ($1, $2, $3)`,
 		key, in.name, o.Nonce); err != nil {
-		problem(w, http.StatusServiceUnavailable, "order not created: "+err.Error())
+		problem.Write(w, http.StatusServiceUnavailable, "The order could not be created.", time.Second)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -108,28 +109,17 @@ type loginResult struct {
 // records the failure, answering 401 with what was recorded.
 func (in *instance) login(w http.ResponseWriter, r *http.Request) {
 	email, ip := r.FormValue("email"), r.Header.Get(soakIPHeader)
-	d, err := in.lockout.Check(r.Context(), email, ip)
-	switch {
-	case err != nil:
-		problem(w, http.StatusServiceUnavailable, "login unavailable")
-		return
-	case !d.Allowed:
-		w.Header().Set("Retry-After", fmt.Sprint(int(d.RetryAfter.Seconds())))
-		problem(w, http.StatusTooManyRequests, "too many attempts")
+	// A failing Check denies (fail closed) with LimitUnavailable: 503.
+	if d, _ := in.lockout.Check(r.Context(), email, ip); !d.Allowed {
+		lockout.WriteDenied(w, d)
 		return
 	}
-	d, err = in.lockout.RecordFailure(r.Context(), email, ip)
+	d, err := in.lockout.RecordFailure(r.Context(), email, ip)
 	if err != nil {
-		problem(w, http.StatusServiceUnavailable, "failure not recorded")
+		problem.Write(w, http.StatusServiceUnavailable, "The failure could not be recorded.", time.Second)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusUnauthorized)
 	_ = json.NewEncoder(w).Encode(loginResult{Recorded: true, Failures: d.Failures})
-}
-
-func problem(w http.ResponseWriter, status int, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": http.StatusText(status), "status": status, "detail": detail})
 }
