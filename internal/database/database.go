@@ -51,6 +51,16 @@ func Open(rawURL string) (*sql.DB, error) {
 // Config holds the pool and session limits that decide how a service
 // behaves when the database is slow or busy. The zero value leaves each
 // limit to database/sql and the server.
+//
+// Retries: database/sql already retries an operation on a new connection
+// when the driver finds its connection broken before sending anything
+// (driver.ErrBadConn), which covers connections killed while idle and a
+// restarted server; the soak suite (make soak) shows both recover without
+// an error reaching clients. The services do not retry a statement that may
+// have run: a failure counted twice, or a claim taken twice, is worse than
+// a 503 the client retries. So a fault during a statement surfaces as an
+// error (the services answer 503 and fail closed), bounded in time by
+// StatementTimeout, LockTimeout and the caller's context.
 type Config struct {
 	// MaxOpenConns caps the pool (sql.DB.SetMaxOpenConns). Callers beyond it
 	// wait for a free connection until their context ends. Default: no cap.
