@@ -35,7 +35,7 @@ func main() {
 	flag.DurationVar(&cfg.StatementTimeout, "statement-timeout", 0, "services' statement_timeout (default 2s)")
 	flag.DurationVar(&cfg.LockTimeout, "lock-timeout", 0, "services' lock_timeout (default 1s)")
 	flag.DurationVar(&cfg.RequestTimeout, "request-timeout", 0, "clients' timeout (default 10s)")
-	flag.DurationVar(&cfg.Lease, "lease", 0, "idempotency claim lease (default 3s)")
+	flag.DurationVar(&cfg.Lease, "lease", 0, "idempotency claim lease; keep it above 2×statement-timeout, the slow-database fault (default 2×statement-timeout + 1s)")
 	flag.StringVar(&scenarios, "scenario", "", "comma-separated scenarios (default all: "+strings.Join(soak.Scenarios(), ",")+")")
 	flag.BoolVar(&asJSON, "json", false, "print the results as JSON")
 	flag.Parse()

@@ -110,6 +110,19 @@ type Config struct {
 	// ReplayHeaders are the response headers stored and replayed besides
 	// Content-Type. Default: Location.
 	ReplayHeaders []string
+	// StoreRetry is how long, after the handler has run, the middleware
+	// keeps retrying to store its response ([Store.Complete]) or to release
+	// its claim ([Store.Release]) through transient failures of the store:
+	// a lost or refused connection, a server restart, a lock, deadlock,
+	// serialization or statement timeout. The response has already been
+	// written to the client by then, so a response not stored leaves the
+	// key claimed until the lease ends, after which a retry of the request
+	// runs the handler again. Retries back off from 25 ms, doubling up to
+	// 500 ms, and never run past the claim's lease, after which the key may
+	// belong to another request. Default and maximum: the store's
+	// [StoreConfig.Lease]; a negative value disables retries (one attempt,
+	// bounded by 5 s).
+	StoreRetry time.Duration
 	// FailOpen runs the handler without idempotency when the store is
 	// unreachable. Default false: answer 503 and do not run the handler.
 	FailOpen bool
@@ -139,6 +152,10 @@ func (c Config) resolve() Config {
 	if c.MaxRequestBody < 0 || c.MaxResponseBody < 0 || c.Wait < 0 || c.PollInterval < 0 || c.RetryAfter < 0 {
 		panic("idem: Config sizes and durations must not be negative")
 	}
+	if c.StoreRetry > c.Store.cfg.Lease {
+		panic(fmt.Sprintf("idem: Config.StoreRetry (%v) exceeds the store's lease (%v); retries never run past the lease", c.StoreRetry, c.Store.cfg.Lease))
+	}
+	c.StoreRetry = cmp.Or(c.StoreRetry, c.Store.cfg.Lease)
 	c.MaxRequestBody = cmp.Or(c.MaxRequestBody, DefaultMaxRequestBody)
 	c.MaxResponseBody = cmp.Or(c.MaxResponseBody, DefaultMaxResponseBody)
 	c.PollInterval = cmp.Or(c.PollInterval, DefaultPollInterval)

@@ -24,6 +24,9 @@ func TestConfigPanics(t *testing.T) {
 		"negative body":       func() { Middleware(Config{Store: s, MaxRequestBody: -1}) },
 		"bad replay header":   func() { Middleware(Config{Store: s, ReplayHeaders: []string{"X:Y"}}) },
 		"empty replay header": func() { Middleware(Config{Store: s, ReplayHeaders: []string{""}}) },
+		"retry past the lease": func() {
+			Middleware(Config{Store: &Store{cfg: StoreConfig{Lease: time.Minute}}, StoreRetry: time.Minute + time.Millisecond})
+		},
 	} {
 		func() {
 			defer func() {
@@ -52,4 +55,12 @@ func TestConfigDefaults(t *testing.T) {
 	assert.Equal(t, 24*time.Hour, sc.TTL)
 	assert.Equal(t, time.Minute, sc.Lease)
 	assert.Equal(t, 1000, sc.PurgeBatch)
+}
+
+func TestConfigStoreRetry(t *testing.T) {
+	t.Parallel()
+	s := &Store{cfg: StoreConfig{Lease: 30 * time.Second}}
+	assert.Equal(t, 30*time.Second, Config{Store: s}.resolve().StoreRetry, "default: the lease")
+	assert.Equal(t, 5*time.Second, Config{Store: s, StoreRetry: 5 * time.Second}.resolve().StoreRetry)
+	assert.Negative(t, Config{Store: s, StoreRetry: -1}.resolve().StoreRetry, "negative: no retries")
 }

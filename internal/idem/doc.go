@@ -52,12 +52,23 @@
 //
 // Each claim writes a new cuid into the row's "id": that id is the claim's
 // fencing token. Complete and Release act only on the row with their
-// claim's id and "responseStatus" 0, so an instance that outlived its
-// lease, whose key another instance has re-claimed, cannot overwrite or
-// delete the new claim: it gets [ErrClaimLost]. The handler runs between
-// two autocommitted statements; no connection or transaction is held
-// while it runs. A handler that runs longer than the lease can run twice,
-// so the lease must exceed the longest handler (the server's WriteTimeout).
+// claim's id and "responseStatus" 0 (Complete also on the row already
+// holding its own identical response, so it is idempotent), so an instance
+// that outlived its lease, whose key another instance has re-claimed,
+// cannot overwrite or delete the new claim: it gets [ErrClaimLost]. The
+// handler runs between two autocommitted statements; no connection or
+// transaction is held while it runs. A handler that runs longer than the
+// lease can run twice, so the lease must exceed the longest handler (the
+// server's WriteTimeout).
+//
+// The response has reached the client before it is stored, so the
+// middleware retries Complete (and Release) through transient failures of
+// the store, with a capped backoff, until [Config.StoreRetry] (default: the
+// lease) or the claim's lease ends. A response that still could not be
+// stored leaves the key claimed until the lease ends, and a retry of the
+// request after that runs the handler again: an outage of the store longer
+// than the lease, right after a handler ran, is the one case where a key
+// runs twice.
 //
 // # What is stored
 //

@@ -49,8 +49,9 @@ type Event struct {
 	Reason string
 }
 
-// releaseTimeout bounds the cleanup statements, which run detached from
-// the request's context so a cancelled request still releases its claim.
+// releaseTimeout bounds a cleanup statement that is not retried (see
+// [Config.StoreRetry]). Cleanup runs detached from the request's context so
+// a cancelled request still stores its response or releases its claim.
 const releaseTimeout = 5 * time.Second
 
 // Middleware returns net/http middleware that makes the requests it applies
@@ -217,9 +218,8 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 			slog.Int("status", rec.status), slog.Int("limit", m.cfg.MaxResponseBody))
 		m.release(cleanup, c, ev, log, rec.status, "too large")
 	default:
-		ctx, cancel := context.WithTimeout(cleanup, releaseTimeout)
-		defer cancel()
-		err := m.cfg.Store.Complete(ctx, c, Response{Status: rec.status, Header: rec.saved, Body: rec.buf})
+		resp := Response{Status: rec.status, Header: rec.saved, Body: rec.buf}
+		_, err := m.persist(cleanup, c, log, func(ctx context.Context) error { return m.cfg.Store.Complete(ctx, c, resp) })
 		if err != nil {
 			log.log(r.Context(), slog.LevelError, "idem: response sent but not stored; the key stays claimed until its lease ends",
 				slog.Int("status", rec.status), slog.Any("error", err))
@@ -231,15 +231,45 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 }
 
 func (m *middleware) release(ctx context.Context, c *Claim, ev Event, log logger, status int, reason string) {
-	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
-	defer cancel()
-	if err := m.cfg.Store.Release(ctx, c); err != nil {
+	sawTransient, err := m.persist(ctx, c, log, func(ctx context.Context) error { return m.cfg.Store.Release(ctx, c) })
+	if errors.Is(err, ErrClaimLost) && sawTransient {
+		// An earlier attempt may have deleted the row and lost only its
+		// reply; either way the claim no longer blocks the key.
+		err = nil
+	}
+	if err != nil {
 		log.log(ctx, slog.LevelError, "idem: claim not released; the key stays claimed until its lease ends",
 			slog.String("reason", reason), slog.Any("error", err))
 		return
 	}
 	m.emit(ev, EventReleased, status, reason)
 	log.log(ctx, slog.LevelDebug, "idem: released", slog.String("reason", reason), slog.Int("status", status))
+}
+
+// persist runs op, a fenced and idempotent statement on claim c, detached
+// from the request's cancellation (ctx is already detached). It retries
+// transient failures, logging each at warn level, until [Config.StoreRetry] has passed or c's lease
+// ends, whichever is first, each attempt bounded by that deadline too.
+// When retries are disabled, or the lease is already over, op runs once,
+// bounded by releaseTimeout: the fence makes a late attempt safe, and a
+// late store still spares the handler a second run if nobody re-claimed
+// the key. It returns whether an attempt failed transiently, and op's last
+// error.
+func (m *middleware) persist(ctx context.Context, c *Claim, log logger, op func(context.Context) error) (bool, error) {
+	// The lease is measured on the store's clock, which tests may set.
+	window := min(m.cfg.StoreRetry, c.LeaseExpiresAt().Sub(m.cfg.Store.cfg.Now()))
+	if window <= 0 {
+		ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
+		defer cancel()
+		err := op(ctx)
+		return transient(err), err
+	}
+	until := time.Now().Add(window)
+	ctx, cancel := context.WithDeadline(ctx, until)
+	defer cancel()
+	return retry(ctx, until, op, func(err error) {
+		log.log(ctx, slog.LevelWarn, "idem: store failed transiently after the handler ran; retrying", slog.Any("error", err))
+	})
 }
 
 // logger logs an event of one key, identified by a prefix of its hash.

@@ -3,12 +3,14 @@ package idem
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/klozd/api/internal/database"
 	"github.com/klozd/api/internal/pgtest"
 	"github.com/klozd/api/internal/problem"
 )
@@ -577,3 +580,137 @@ func TestMiddlewareStatementCount(t *testing.T) {
 	assert.Equal(t, int64(1), count.Statements.Load()-before, "replay: one query")
 	assert.Equal(t, prepares, count.Prepares.Load(), "statements are prepared once per connection")
 }
+
+// The store's connection dies between the handler and Complete: the
+// response is still stored and a repeat is a replay, not a second run.
+// (lib/pq reports the dead idle connection as driver.ErrBadConn, which
+// database/sql retries itself on a new connection;
+// TestMiddlewareRetriesCompleteAfterTransientError covers the middleware's
+// own retry.)
+func TestMiddlewareRetriesCompleteAfterLostConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	u, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	// The per-test URL's role is not a superuser; terminate as one, on the
+	// same database.
+	a, err := url.Parse(pgtest.Start(t).AdminURL)
+	require.NoError(t, err)
+	a.Path = u.Path
+	admin := pgtest.Open(t, a.String())
+
+	s := NewStore(bounded(t, dbURL, 1), StoreConfig{})
+	var logs syncBuffer
+	var calls atomic.Int64
+	var kinds []EventKind
+	h := serve(Config{
+		Store:   s,
+		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+		OnEvent: func(e Event) { kinds = append(kinds, e.Kind) },
+	}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		// The timeout argument makes pg_terminate_backend wait until the
+		// backend has exited, so Complete finds its connection dead.
+		var n int
+		require.NoError(t, admin.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000))
+			FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&n))
+		require.Equal(t, 1, n, "the store's one connection")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"order":1}`)
+	}))
+
+	first := post(h, "k", "{}")
+	require.Equal(t, http.StatusCreated, first.Code)
+	assert.Equal(t, []EventKind{EventStored}, kinds, "stored despite the lost connection")
+	assert.NotContains(t, logs.String(), "not stored")
+
+	again := post(h, "k", "{}")
+	assert.Equal(t, "true", again.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, first.Body.String(), again.Body.String())
+	assert.Equal(t, int64(1), calls.Load(), "the handler ran once")
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Complete fails with a transient error (lock_not_available, the claim's
+// row locked past lock_timeout): the middleware retries it, and the retry
+// stores the response. The lock is released when the middleware logs its
+// first retry, so the test waits on an event, not on time.
+func TestMiddlewareRetriesCompleteAfterTransientError(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	db, err := database.OpenConfig(dbURL, database.Config{MaxOpenConns: 1, LockTimeout: 50 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	locker := pgtest.Open(t, dbURL)
+	s := NewStore(db, StoreConfig{})
+
+	var tx *sql.Tx
+	var retried atomic.Int64
+	unlock := func() {
+		if retried.Add(1) == 1 {
+			_ = tx.Rollback()
+		}
+	}
+	var calls atomic.Int64
+	var kinds []EventKind
+	h := serve(Config{
+		Store:   s,
+		Logger:  slog.New(onMessage{"retrying", unlock}),
+		OnEvent: func(e Event) { kinds = append(kinds, e.Kind) },
+	}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		var err error
+		tx, err = locker.BeginTx(ctx, nil)
+		require.NoError(t, err)
+		_, err = tx.ExecContext(ctx, `SELECT 1 FROM idempotency_records FOR UPDATE`)
+		require.NoError(t, err)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"order":1}`)
+	}))
+
+	first := post(h, "k", "{}")
+	require.Equal(t, http.StatusCreated, first.Code)
+	assert.Equal(t, []EventKind{EventStored}, kinds)
+	assert.Positive(t, retried.Load(), "Complete failed transiently and was retried")
+
+	again := post(h, "k", "{}")
+	assert.Equal(t, "true", again.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, first.Body.String(), again.Body.String())
+	assert.Equal(t, int64(1), calls.Load(), "the handler ran once")
+}
+
+// onMessage is a slog.Handler that calls f for each record whose message
+// contains substr.
+type onMessage struct {
+	substr string
+	f      func()
+}
+
+func (h onMessage) Enabled(context.Context, slog.Level) bool { return true }
+func (h onMessage) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.substr) {
+		h.f()
+	}
+	return nil
+}
+func (h onMessage) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h onMessage) WithGroup(string) slog.Handler      { return h }

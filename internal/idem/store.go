@@ -88,9 +88,6 @@ type Claim struct {
 	expiresAt time.Time
 }
 
-// KeyID returns the stored form of the key, a hash safe to log.
-func (c *Claim) KeyID() string { return c.key }
-
 // LeaseExpiresAt returns when the claim stops blocking its key.
 func (c *Claim) LeaseExpiresAt() time.Time { return c.expiresAt }
 
@@ -188,12 +185,18 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 	return Result{}, fmt.Errorf("idem: begin key %.12s on %q: no row after %d attempts under contention; retry", key, req.Route, beginAttempts)
 }
 
+// completeSQL stores a response under a claim. The row's id is the claim's
+// fencing token, new for each claim, so a row with that id whose response
+// is already $2 and $3 can only hold this claim's own completion: matching
+// it too makes Complete idempotent, so a retry after a lost reply succeeds.
 const completeSQL = `UPDATE idempotency_records
 SET "responseStatus" = $2, "responseBodyJson" = $3, "expiresAt" = $4
-WHERE "id" = $1 AND "responseStatus" = 0`
+WHERE "id" = $1 AND ("responseStatus" = 0 OR ("responseStatus" = $2 AND "responseBodyJson" = $3))`
 
 // Complete stores resp as the response of c's key, to be replayed until
-// TTL after now. It returns [ErrClaimLost] when c is no longer the key's
+// TTL after now. It is idempotent: calling it again with the same response
+// after it succeeded (say, when the reply to the first call was lost)
+// succeeds too. It returns [ErrClaimLost] when c is no longer the key's
 // claim (its lease expired and another instance re-claimed the key, or the
 // row was purged): the row's id is c's fencing token.
 func (s *Store) Complete(ctx context.Context, c *Claim, resp Response) error {
@@ -219,7 +222,9 @@ func (s *Store) Complete(ctx context.Context, c *Claim, resp Response) error {
 const releaseSQL = `DELETE FROM idempotency_records WHERE "id" = $1 AND "responseStatus" = 0`
 
 // Release gives up c, deleting its row, so the next request with the key
-// runs. It returns [ErrClaimLost] when c is no longer the key's claim.
+// runs. It returns [ErrClaimLost] when c is no longer the key's claim, which
+// is also what a second Release of c returns: a caller retrying Release
+// after a transient error should take ErrClaimLost as success.
 func (s *Store) Release(ctx context.Context, c *Claim) error {
 	st, err := s.prepared(ctx, releaseSQL)
 	if err != nil {

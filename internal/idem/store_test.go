@@ -175,3 +175,26 @@ func TestStoreDown(t *testing.T) {
 	assert.Contains(t, err.Error(), "idem: begin key")
 	assert.NotErrorIs(t, err, ErrInFlight)
 }
+
+// A second Complete with the same response, after the first committed (its
+// reply lost, say), succeeds: Complete is idempotent. Another response is
+// still refused.
+func TestStoreCompleteIdempotent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	res, err := s.Begin(ctx, storeReq("k"))
+	require.NoError(t, err)
+	resp := Response{Status: 201, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"id":1}`)}
+	require.NoError(t, s.Complete(ctx, res.Claim, resp))
+	require.NoError(t, s.Complete(ctx, res.Claim, resp), "a retry after a committed Complete succeeds")
+
+	other := resp
+	other.Body = []byte(`{"id":2}`)
+	assert.ErrorIs(t, s.Complete(ctx, res.Claim, other), ErrClaimLost, "a different response is not stored over the first")
+
+	got, err := s.Begin(ctx, storeReq("k"))
+	require.NoError(t, err)
+	require.NotNil(t, got.Replay)
+	assert.Equal(t, resp, *got.Replay)
+}

@@ -96,6 +96,34 @@ func (c *client) order(ctx context.Context, base, key string, st *keyState) bool
 	return false
 }
 
+// resend sends key once more after every lease has passed and reports
+// whether it came back as a replay, or else what came back. A 201 body is
+// kept with the others, and an original counted, for checkInvariants to
+// compare; it is not counted in the load's recorders.
+func (c *client) resend(ctx context.Context, base, key string, st *keyState) (bool, string) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/orders", strings.NewReader(`{"item":"soak","qty":1}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	status, header, body, _, err := c.do(req)
+	if err != nil {
+		return false, fmt.Sprintf("no answer within %s: %v", c.timeout, err)
+	}
+	if status != http.StatusCreated {
+		return false, fmt.Sprintf("%d %.120s", status, body)
+	}
+	replayed := header.Get("Idempotent-Replayed") == "true"
+	st.mu.Lock()
+	st.bodies = append(st.bodies, string(body))
+	if !replayed {
+		st.originals++
+	}
+	st.mu.Unlock()
+	if !replayed {
+		return false, "201 without Idempotent-Replayed: the handler ran again"
+	}
+	return true, ""
+}
+
 // login sends one failed login for p.
 func (c *client) login(ctx context.Context, base string, p *pair) bool {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/login",

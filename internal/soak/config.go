@@ -28,8 +28,13 @@ type Config struct {
 	// RequestTimeout is the clients' timeout: no answer within it is a
 	// violation. Default 10s.
 	RequestTimeout time.Duration
-	// Lease is the idempotency claim lease. Default 3s, so the retries
-	// after a fault need not wait long for a claim left by a failed release.
+	// Lease is the idempotency claim lease. It must outlast the longest
+	// store outage a scenario injects (the slow-database fault holds its
+	// locks for twice StatementTimeout): the middleware retries storing a
+	// response already sent only until the lease ends, and a key whose
+	// response was not stored by then runs again when re-sent. Default
+	// 2×StatementTimeout + 1s (5s with the default timeouts), short so the
+	// retries and the re-send after a fault need not wait long.
 	Lease time.Duration
 }
 
@@ -43,6 +48,6 @@ func (c Config) withDefaults() Config {
 	c.StatementTimeout = cmp.Or(c.StatementTimeout, 2*time.Second)
 	c.LockTimeout = cmp.Or(c.LockTimeout, time.Second)
 	c.RequestTimeout = cmp.Or(c.RequestTimeout, 10*time.Second)
-	c.Lease = cmp.Or(c.Lease, 3*time.Second)
+	c.Lease = cmp.Or(c.Lease, 2*c.StatementTimeout+time.Second)
 	return c
 }

@@ -10,14 +10,14 @@ import (
 // PrintSummary writes the results as a table, then each violation.
 func PrintSummary(w io.Writer, results []Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tsent\tsucceeded\treplayed\tconflicted\tfailed cleanly\tviolations\tp50\tp99\treq/s\trecovery\t")
+	fmt.Fprintln(tw, "scenario\tsent\tsucceeded\treplayed\tconflicted\tfailed cleanly\tresent\treplayed after lease\tviolations\tp50\tp99\treq/s\trecovery\t")
 	for _, r := range results {
 		rec := "-"
 		if r.Recovery > 0 {
 			rec = r.Recovery.Round(time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.0f\t%s\t\n", r.Scenario, r.Sent, r.Succeeded, r.Replayed,
-			r.Conflicted, r.FailedClean, len(r.Violations), r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond), r.Throughput, rec)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.0f\t%s\t\n", r.Scenario, r.Sent, r.Succeeded, r.Replayed,
+			r.Conflicted, r.FailedClean, r.Resent, r.ReplayedAfterLease, len(r.Violations), r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond), r.Throughput, rec)
 	}
 	_ = tw.Flush()
 	byName := map[string]Result{}

@@ -1,0 +1,81 @@
+package idem
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// Bounds of the backoff between attempts of [Store.Complete] and
+// [Store.Release] in the middleware: it starts at retryBackoffMin and
+// doubles up to retryBackoffMax.
+const (
+	retryBackoffMin = 25 * time.Millisecond
+	retryBackoffMax = 500 * time.Millisecond
+)
+
+// transient reports whether err is a failure after which a fenced
+// statement of the store is worth running again: the connection was lost
+// or refused, the server is shutting down or starting, or the statement
+// lost a serialization, deadlock or lock race or hit the statement timeout.
+// The statements retried (Complete and Release) are fenced by the claim's
+// id and idempotent, so running one twice is safe even when the first run
+// committed and only its reply was lost. A cancelled or expired context is
+// not transient: the caller gave up.
+func transient(err error) bool {
+	switch {
+	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	}
+	if pqErr, ok := errors.AsType[*pq.Error](err); ok {
+		switch pqErr.Code {
+		case "57P01", // admin_shutdown
+			"57P02", // crash_shutdown
+			"57P03", // cannot_connect_now
+			"40001", // serialization_failure
+			"40P01", // deadlock_detected
+			"55P03", // lock_not_available
+			"57014": // query_canceled: statement_timeout
+			return true
+		}
+		return pqErr.Code.Class() == "08" // connection_exception
+	}
+	_, isNet := errors.AsType[net.Error](err)
+	return isNet
+}
+
+// retry runs op until it succeeds, fails with an error that is not
+// [transient], or the next attempt would start after until or after ctx
+// ends. Between attempts it waits retryBackoffMin, doubling up to
+// retryBackoffMax, after calling onRetry with the transient error. It
+// returns whether any attempt failed with a transient error, and op's last
+// error.
+func retry(ctx context.Context, until time.Time, op func(context.Context) error, onRetry func(error)) (sawTransient bool, err error) {
+	backoff := retryBackoffMin
+	for {
+		err = op(ctx)
+		if !transient(err) {
+			return sawTransient, err
+		}
+		sawTransient = true
+		if time.Now().Add(backoff).After(until) {
+			return sawTransient, err
+		}
+		onRetry(err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return sawTransient, err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, retryBackoffMax)
+	}
+}
