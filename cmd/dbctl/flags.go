@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"strings"
 
@@ -90,13 +89,13 @@ func connect(ctx context.Context, rawURL string) (*sql.DB, error) {
 	return db, nil
 }
 
+// reachError names the host the driver really tried (see
+// [database.EffectiveHost]), which for a URL without one is ?host= or
+// $PGHOST, not localhost.
 func reachError(rawURL string, err error) error {
-	host := "localhost:5432"
-	if u, perr := url.Parse(rawURL); perr == nil && u.Host != "" {
-		host = u.Host
-		if u.Port() == "" {
-			host = net.JoinHostPort(u.Hostname(), "5432")
-		}
+	host, herr := database.EffectiveHost(rawURL)
+	if herr != nil {
+		host = "the URL's host"
 	}
 	var ne *net.OpError
 	if errors.As(err, &ne) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lib/pq"
 
+	"github.com/klozd/api/internal/database"
 	"github.com/klozd/api/internal/migration"
 )
 
@@ -47,14 +48,16 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	u, err := url.Parse(*dbURL)
 	if err != nil {
-		return usageErr(stderr, name, fmt.Errorf("parse URL: %w", err))
+		return usageErr(stderr, name, fmt.Errorf("parse URL: %w", database.ParseError(err)))
 	}
-	host := u.Hostname()
-	if h := u.Query().Get("host"); h != "" {
-		host = h
+	// Judge the host the driver will really use: a URL without one goes to
+	// ?host= or $PGHOST, which may name a remote server.
+	host, err := database.EffectiveHost(*dbURL)
+	if err != nil {
+		return usageErr(stderr, name, err)
 	}
-	if !isLocalHost(host) && !*force {
-		return usageErr(stderr, name, fmt.Errorf("refusing to reset a database on %s, which is not a local host: reset is for development; pass --force if you mean it", u.Host))
+	if !database.IsLocalHost(host) && !*force {
+		return usageErr(stderr, name, fmt.Errorf("refusing to reset a database on %s, which is not a local host: reset is for development; pass --force if you mean it", host))
 	}
 	revSchema, bound, err := migration.SchemasFor(*dbURL)
 	if err != nil {
@@ -72,7 +75,7 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 	if revSchema != appSchema {
 		schemas = append(schemas, revSchema)
 	}
-	what := fmt.Sprintf("schema(s) %s of database %s on %s", strings.Join(schemas, ", "), strings.TrimPrefix(u.Path, "/"), u.Host)
+	what := fmt.Sprintf("schema(s) %s of database %s on %s", strings.Join(schemas, ", "), strings.TrimPrefix(u.Path, "/"), host)
 	if !*yes {
 		if !stdinIsTerminal() {
 			return usageErr(stderr, name, fmt.Errorf("refusing to drop %s without confirmation: stdin is not a terminal, pass --yes", what))
@@ -129,8 +132,4 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintln(stdout, "Database reset: all migrations applied")
 	}
 	return exitOK
-}
-
-func isLocalHost(host string) bool {
-	return host == "" || host == "localhost" || host == "127.0.0.1" || host == "::1" || strings.HasPrefix(host, "/")
 }
