@@ -36,3 +36,32 @@ func TestUnreachableNamesTheEffectiveHost(t *testing.T) {
 	assert.Contains(t, r.stderr, "cannot reach PostgreSQL at "+dir+"/.s.PGSQL.5432")
 	assert.Equal(t, 1, lines(r.stderr), r.stderr)
 }
+
+// -h lists each command's flags, and never the value of $DATABASE_URL or
+// $DEV_DATABASE_URL, which may hold a password. Not parallel: it sets them.
+func TestHelpListsFlagsWithoutTheEnvironmentsPasswords(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://app:env-s3cret@db/klozd")
+	t.Setenv("DEV_DATABASE_URL", "postgres://dev:dev-s3cret@db/postgres")
+	for _, tc := range []struct {
+		args  []string
+		flags []string
+	}{
+		{[]string{"drift"}, []string{"-url URL", "-dev-url URL", "-dir", "-no-spec", "-json"}},
+		{[]string{"dev"}, []string{"-dir", "-json"}},
+		{[]string{"gc"}, []string{"-url URL", "-dry-run", "-window", "-batch", "-json"}},
+		{[]string{"migrate", "new"}, []string{"-dev-url URL", "-dir", "-version"}},
+		{[]string{"migrate", "apply"}, []string{"-url URL", "-dev-url URL", "-dir", "-dry-run", "-baseline", "-lock-timeout", "-json"}},
+		{[]string{"migrate", "status"}, []string{"-url URL", "-dir", "-json"}},
+		{[]string{"migrate", "lint"}, []string{"-dev-url URL", "-dir", "-latest", "-json"}},
+		{[]string{"migrate", "reset"}, []string{"-url URL", "-dir", "-yes", "-force", "-json"}},
+		{[]string{"migrate", "hash"}, []string{"-dir"}},
+		{[]string{"migrate", "validate"}, []string{"-dir"}},
+	} {
+		r := dbctl(t, append(tc.args, "-h")...)
+		assert.Equal(t, exitOK, r.code, tc.args)
+		for _, f := range tc.flags {
+			assert.Contains(t, r.stderr, "  "+f, "%v -h lists %s", tc.args, f)
+		}
+		assert.NotContains(t, r.stderr, "s3cret", tc.args)
+	}
+}

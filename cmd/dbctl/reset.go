@@ -31,9 +31,11 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 	fs := newFlags(name,
 		"Development only. Drops the application schema (public, or the URL's search_path schema) and\n"+
 			"the revisions schema with everything in them, re-creates the application schema, then applies\n"+
-			"all migrations (like prisma migrate reset). Refuses a host other than localhost, 127.0.0.1,\n"+
-			"::1 or a Unix socket unless --force. Asks for confirmation on a terminal; without a terminal\n"+
-			"it needs --yes. Exit 0 reset, 1 a failed migration, 2 refused or bad usage.",
+			"all migrations (like prisma migrate reset). It judges the host the driver will use (the URL's,\n"+
+			"else ?host=, else $PGHOST, else localhost; ?hostaddr= or $PGHOSTADDR when set) and refuses one\n"+
+			"that is not localhost, a loopback address or a Unix socket unless --force. Asks for\n"+
+			"confirmation on a terminal; without a terminal it needs --yes.\n"+
+			"Exit 0 reset, 1 a failed migration, 2 refused, bad usage or an unreachable database.",
 		"dbctl migrate reset --url postgres://postgres@localhost:5432/klozd_dev --yes", stderr)
 	dbURL := urlFlag(fs)
 	dirPath := dirFlag(fs)
