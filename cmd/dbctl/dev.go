@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -67,7 +68,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		res.Applied = append(res.Applied, f.Name())
 	}
 	if *asJSON {
-		writeJSON(stdout, res)
+		_ = json.NewEncoder(stdout).Encode(res) // one line, as -h says
 	} else {
 		fmt.Fprintln(stdout, url)
 		fmt.Fprintf(stderr, "PostgreSQL is running with %d migration(s) applied in %s. Ctrl-C stops it and deletes its data.\n",

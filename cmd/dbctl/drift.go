@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/klozd/api/internal/drift"
 	"github.com/klozd/api/internal/migration"
@@ -19,7 +18,7 @@ func runDrift(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			"database matches the migrations (atlas_schema_revisions and _prisma_migrations are ignored).\n"+
 			"Prints 'in sync' or the differences. Exit 0 in sync, 1 drift, 2 bad usage or unreachable.",
 		"dbctl drift --url postgres://app@db:5432/klozd --json", stderr)
-	liveURL := fs.String("url", os.Getenv("DATABASE_URL"), "live database to compare with the migrations (default: $DATABASE_URL; none: skip that check)")
+	liveURL := envFlag(fs, "url", "DATABASE_URL", "`URL` of a live database to compare with the migrations (default: $DATABASE_URL; none: skip that check)")
 	devURL := devURLFlag(fs)
 	dirPath := dirFlag(fs)
 	noSpec := fs.Bool("no-spec", false, "skip the comparison with spec/migration.sql")

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"strings"
 
@@ -25,7 +24,7 @@ func newFlags(name, synopsis, example string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s\n\n%s\n\nFlags:\n", name, synopsis)
+		fmt.Fprintf(stderr, "Usage: %s [flags]\n\n%s\n\nFlags:\n", name, synopsis)
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\nExample:\n  %s\n", example)
 	}
@@ -40,6 +39,7 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (int, bool) {
 	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
 	fs.Usage = usage
+	fs.SetOutput(stderr) // where Usage's PrintDefaults writes the flags
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		fs.Usage()
@@ -53,8 +53,22 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (int, bool) {
 
 // urlFlag adds --url, defaulting to DATABASE_URL.
 func urlFlag(fs *flag.FlagSet) *string {
-	return fs.String("url", os.Getenv("DATABASE_URL"), "database URL (default: $DATABASE_URL)")
+	return envFlag(fs, "url", "DATABASE_URL", "database `URL` (default: $DATABASE_URL)")
 }
+
+// envFlag adds a string flag defaulting to the environment variable env,
+// whose value -h does not print: a database URL may hold a password.
+func envFlag(fs *flag.FlagSet, name, env, usage string) *string {
+	v := envValue{p: new(string)}
+	*v.p = os.Getenv(env)
+	fs.Var(v, name, usage)
+	return v.p
+}
+
+type envValue struct{ p *string }
+
+func (v envValue) String() string     { return "" } // keeps the default out of -h
+func (v envValue) Set(s string) error { *v.p = s; return nil }
 
 // dirFlag adds --dir, the migration directory.
 func dirFlag(fs *flag.FlagSet) *string {
@@ -62,8 +76,8 @@ func dirFlag(fs *flag.FlagSet) *string {
 }
 
 func devURLFlag(fs *flag.FlagSet) *string {
-	return fs.String("dev-url", os.Getenv("DEV_DATABASE_URL"),
-		"server for scratch databases, needs CREATEDB (default: $DEV_DATABASE_URL, else a throwaway local PostgreSQL)")
+	return envFlag(fs, "dev-url", "DEV_DATABASE_URL",
+		"`URL` of a server for scratch databases, needs CREATEDB (default: $DEV_DATABASE_URL, else a throwaway local PostgreSQL)")
 }
 
 func openDir(path string) (*migrate.LocalDir, error) {
@@ -90,13 +104,13 @@ func connect(ctx context.Context, rawURL string) (*sql.DB, error) {
 	return db, nil
 }
 
+// reachError names the host the driver really tried (see
+// [database.EffectiveHost]), which for a URL without one is ?host= or
+// $PGHOST, not localhost.
 func reachError(rawURL string, err error) error {
-	host := "localhost:5432"
-	if u, perr := url.Parse(rawURL); perr == nil && u.Host != "" {
-		host = u.Host
-		if u.Port() == "" {
-			host = net.JoinHostPort(u.Hostname(), "5432")
-		}
+	host, herr := database.EffectiveHost(rawURL)
+	if herr != nil {
+		host = "the URL's host"
 	}
 	var ne *net.OpError
 	if errors.As(err, &ne) {

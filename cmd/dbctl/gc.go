@@ -24,19 +24,26 @@ func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags(name,
 		"Deletes stale auth_attempts rows (unlocked, no failure within the lockout window) and expired\n"+
 			"idempotency_records, in batches that skip rows other sessions hold, so it is safe to run from\n"+
-			"cron on several hosts at once. Prints how many rows went; --dry-run only counts them.",
+			"cron on several hosts at once. Prints how many rows went; --dry-run only counts them.\n"+
+			"--window must be at least the Window of the lockout Policy your services use; a shorter one\n"+
+			"deletes counters that are still counting. Exit 0 done, 1 a failed purge, 2 bad usage or an\n"+
+			"unreachable database.",
 		"dbctl gc --url postgres://app@db:5432/klozd --window 15m", stderr)
 	dbURL := urlFlag(fs)
 	dryRun := fs.Bool("dry-run", false, "count the rows that would be deleted, delete nothing")
-	window := fs.Duration("window", lockout.DefaultWindow, "the lockout policy's Window: rows quiet for longer are stale")
+	window := fs.Duration("window", lockout.DefaultWindow,
+		"rows with no failure for this long are stale; it must be at least the Window of the lockout Policy\n"+
+			"your services use: a shorter one deletes counters that are still counting (minimum 1m)")
 	batch := fs.Int("batch", 1000, "rows deleted per statement")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if code, ok := parse(fs, args, stderr); !ok {
 		return code
 	}
-	if *batch < 1 || *window <= 0 {
-		fmt.Fprintf(stderr, "%s: --batch and --window must be positive (see %s -h)\n", name, name)
-		return exitUsage
+	if *batch < 1 {
+		return usageErr(stderr, name, fmt.Errorf("--batch must be at least 1, got %d (see %s -h)", *batch, name))
+	}
+	if *window < time.Minute {
+		return usageErr(stderr, name, fmt.Errorf("--window %s is shorter than 1m, likely a mistake: it must be at least your lockout Policy's Window (default %s), or gc deletes counters still counting", *window, lockout.DefaultWindow))
 	}
 	db, err := connect(ctx, *dbURL)
 	if err != nil {

@@ -60,8 +60,17 @@ func TestGCBadInput(t *testing.T) {
 	r := dbctl(t, "gc", "--url", "postgres://u@127.0.0.1:1/db", "--dry-run")
 	assert.Equal(t, exitUsage, r.code)
 	assert.Contains(t, r.stderr, "127.0.0.1:1")
-	r = dbctl(t, "gc", "--batch", "0", "--url", "postgres://u@127.0.0.1:1/db")
-	assert.Equal(t, exitUsage, r.code)
-	assert.Contains(t, r.stderr, "--batch and --window must be positive")
-	assert.Equal(t, 1, strings.Count(r.stderr, "\n"), fmt.Sprintf("one line: %q", r.stderr))
+	for _, tc := range []struct{ flag, value, want string }{
+		{"--batch", "0", "--batch must be at least 1"},
+		{"--window", "0s", "--window 0s is shorter than 1m, likely a mistake"},
+		{"--window", "30s", "--window 30s is shorter than 1m, likely a mistake"},
+		{"--window", "-15m", "--window -15m0s is shorter than 1m"},
+	} {
+		r = dbctl(t, "gc", tc.flag, tc.value, "--url", "postgres://u@127.0.0.1:1/db")
+		assert.Equal(t, exitUsage, r.code, tc.value)
+		assert.Contains(t, r.stderr, tc.want)
+		assert.Equal(t, 1, strings.Count(r.stderr, "\n"), fmt.Sprintf("one line: %q", r.stderr))
+	}
+	r = dbctl(t, "gc", "-h")
+	assert.Contains(t, oneLine(r.stderr), "must be at least the Window of the lockout Policy your services use; a shorter one deletes counters that are still counting")
 }

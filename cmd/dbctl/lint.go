@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -18,7 +19,9 @@ func runMigrateLint(ctx context.Context, args []string, stdout, stderr io.Writer
 			"directive on the line above it:\n"+
 			"    -- atlas:nolint destructive\n"+
 			"or the file starts with it followed by an empty line (bare '-- atlas:nolint' silences all).\n"+
-			"Other findings are printed as warnings. Exit 0 clean or warnings only, 2 bad usage.",
+			"Other findings are printed as warnings.\n"+
+			"Exit 0 clean or warnings only, 1 a destructive change or a file that fails to replay (or\n"+
+			"atlas.sum does not match), 2 bad usage or an unreachable or unusable dev database.",
 		"dbctl migrate lint --latest 2 --json", stderr)
 	latest := fs.Int("latest", 1, "analyze the latest N files")
 	devURL := devURLFlag(fs)
@@ -45,6 +48,9 @@ func runMigrateLint(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer drop()
 	report, err := migration.Lint(ctx, dir, migration.LintOptions{Latest: *latest, DevURL: scratch})
+	if errors.Is(err, migration.ErrDevDatabase) {
+		return usageErr(stderr, name, err)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
 		return exitFail

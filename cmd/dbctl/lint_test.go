@@ -56,3 +56,19 @@ func TestLintHumanAndOtherAnalyzers(t *testing.T) {
 	r = dbctl(t, "migrate", "lint", "--dir", "../../migrations", "--dev-url", devURL(t))
 	assert.Equal(t, exitOK, r.code, r.stdout+r.stderr)
 }
+
+// The exit codes -h lists: 2 for a dev database that cannot be reached, 1
+// for a file that fails to replay.
+func TestLintExitCodes(t *testing.T) {
+	t.Parallel()
+	r := dbctl(t, "migrate", "lint", "--dir", "../../migrations", "--dev-url", "postgres://u@127.0.0.1:1/postgres?sslmode=disable")
+	assert.Equal(t, exitUsage, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "cannot reach PostgreSQL at 127.0.0.1:1")
+	assert.Equal(t, 1, lines(r.stderr), r.stderr)
+
+	dir := migrationsDir(t, map[string]string{later: "ALTER TABLE no_such_table ADD COLUMN x int;\n"})
+	r = dbctl(t, "migrate", "lint", "--dir", dir, "--dev-url", devURL(t))
+	assert.Equal(t, exitFail, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stderr, later)
+	assert.Equal(t, 1, lines(r.stderr), r.stderr)
+}

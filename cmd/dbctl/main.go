@@ -2,29 +2,39 @@
 // klozd API: what "prisma migrate" did for the TypeScript app, on the Atlas
 // Go library, interchangeable with the Atlas CLI.
 //
-// Usage:
+// Usage (flags come before a command's arguments):
 //
-//	dbctl drift [--url URL] [--dev-url URL] [--json]
-//	dbctl dev
-//	dbctl migrate new NAME [--dev-url URL]
-//	dbctl migrate apply [--url URL] [--dry-run] [--baseline VERSION] [--lock-timeout D] [--json]
-//	dbctl migrate status [--url URL] [--json]
-//	dbctl migrate lint [--latest N] [--dev-url URL] [--json]
-//	dbctl migrate reset [--url URL] [--yes] [--force]
-//	dbctl migrate hash | validate
+//	dbctl drift [--url URL] [--dev-url URL] [--dir DIR] [--no-spec] [--json]
+//	dbctl dev [--dir DIR] [--json]
+//	dbctl migrate new [--dev-url URL] [--dir DIR] [--version VERSION] NAME
+//	dbctl migrate apply [--url URL] [--dev-url URL] [--dir DIR] [--dry-run] [--baseline VERSION] [--lock-timeout D] [--json]
+//	dbctl migrate status [--url URL] [--dir DIR] [--json]
+//	dbctl migrate lint [--latest N] [--dev-url URL] [--dir DIR] [--json]
+//	dbctl migrate reset [--url URL] [--dir DIR] [--yes] [--force] [--json]
+//	dbctl migrate hash [--dir DIR]
+//	dbctl migrate validate [--dir DIR]
 //	dbctl gc [--url URL] [--dry-run] [--window D] [--batch N] [--json]
 //
-// --url defaults to $DATABASE_URL everywhere. The revisions table is where
-// the Atlas CLI puts it for the same URL: atlas_schema_revisions
-// .atlas_schema_revisions, or <schema>.atlas_schema_revisions when the URL
-// carries search_path=<schema>.
+// --url defaults to $DATABASE_URL everywhere, --dev-url to
+// $DEV_DATABASE_URL (else a throwaway local PostgreSQL), --dir to
+// migrations. -h on a command lists its flags with an example. The
+// revisions table is where the Atlas CLI puts it for the same URL:
+// atlas_schema_revisions.atlas_schema_revisions, or
+// <schema>.atlas_schema_revisions when the URL carries search_path=<schema>.
+//
+// gc's --window must be at least the Window of the lockout Policy the
+// services use (default 15m): a shorter one deletes counters that are still
+// counting. gc refuses a window under 1m.
 //
 // Exit codes:
 //
 //	0  success: in sync, applied, up to date, no lint errors
 //	1  failure: drift found, a failed migration, a refused baseline, a
-//	   destructive change without "-- atlas:nolint destructive", a held lock
-//	2  bad usage, unknown flag, unreachable database, bad credentials
+//	   destructive change without "-- atlas:nolint destructive", a file that
+//	   fails to replay in lint, a held lock, a failed gc purge; for migrate
+//	   status, the status could not be read
+//	2  bad usage, unknown flag, unreachable database, bad credentials, an
+//	   unusable dev database
 //	3  migrate status: pending files
 //	4  migrate status: a failed (partially applied) revision
 //	5  migrate status: revisions the migration directory does not have
@@ -45,7 +55,7 @@ import (
 // Exit codes.
 const (
 	exitOK    = 0
-	exitFail  = 1 // drift found, a migration failed
+	exitFail  = 1 // drift found, a migration failed, status unreadable, a lint error
 	exitUsage = 2 // bad flags, unreachable database, unreadable files
 
 	// migrate status
@@ -102,7 +112,8 @@ func usage(w io.Writer, prefix string, cmds []command) {
 	fmt.Fprintf(w, "\nRun '%s <command> -h' for a command's flags and an example.\n", prefix)
 	fmt.Fprint(w, `
 --url defaults to $DATABASE_URL. Exit codes:
-  0 success   1 drift, failed migration, refused baseline, lint error, held lock
+  0 success   1 drift, failed migration, refused baseline, lint error, held lock,
+              failed gc, status that could not be read
   2 bad usage, unknown flag, unreachable database, bad credentials
   3 status: pending   4 status: failed   5 status: unknown revisions
 `)

@@ -42,7 +42,8 @@ func runMigrateNew(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := newFlags("dbctl migrate new",
 		"Diffs the ent schema (ent/schema) against the state the migration directory builds, on a dev\n"+
 			"database, and writes the difference as the next migration file and updates atlas.sum.\n"+
-			"With no change it writes nothing and says so. Usage: dbctl migrate new [flags] NAME",
+			"With no change it writes nothing and says so. Give the flags, then NAME, the file's\n"+
+			"description (such as add_user_index).",
 		"dbctl migrate new add_user_index", stderr)
 	devURL := devURLFlag(fs)
 	dirPath := dirFlag(fs)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lib/pq"
 
+	"github.com/klozd/api/internal/database"
 	"github.com/klozd/api/internal/migration"
 )
 
@@ -30,9 +31,11 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 	fs := newFlags(name,
 		"Development only. Drops the application schema (public, or the URL's search_path schema) and\n"+
 			"the revisions schema with everything in them, re-creates the application schema, then applies\n"+
-			"all migrations (like prisma migrate reset). Refuses a host other than localhost, 127.0.0.1,\n"+
-			"::1 or a Unix socket unless --force. Asks for confirmation on a terminal; without a terminal\n"+
-			"it needs --yes. Exit 0 reset, 1 a failed migration, 2 refused or bad usage.",
+			"all migrations (like prisma migrate reset). It judges the host the driver will use (the URL's,\n"+
+			"else ?host=, else $PGHOST, else localhost; ?hostaddr= or $PGHOSTADDR when set) and refuses one\n"+
+			"that is not localhost, a loopback address or a Unix socket unless --force. Asks for\n"+
+			"confirmation on a terminal; without a terminal it needs --yes.\n"+
+			"Exit 0 reset, 1 a failed migration, 2 refused, bad usage or an unreachable database.",
 		"dbctl migrate reset --url postgres://postgres@localhost:5432/klozd_dev --yes", stderr)
 	dbURL := urlFlag(fs)
 	dirPath := dirFlag(fs)
@@ -47,14 +50,16 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	u, err := url.Parse(*dbURL)
 	if err != nil {
-		return usageErr(stderr, name, fmt.Errorf("parse URL: %w", err))
+		return usageErr(stderr, name, fmt.Errorf("parse URL: %w", database.ParseError(err)))
 	}
-	host := u.Hostname()
-	if h := u.Query().Get("host"); h != "" {
-		host = h
+	// Judge the host the driver will really use: a URL without one goes to
+	// ?host= or $PGHOST, which may name a remote server.
+	host, err := database.EffectiveHost(*dbURL)
+	if err != nil {
+		return usageErr(stderr, name, err)
 	}
-	if !isLocalHost(host) && !*force {
-		return usageErr(stderr, name, fmt.Errorf("refusing to reset a database on %s, which is not a local host: reset is for development; pass --force if you mean it", u.Host))
+	if !database.IsLocalHost(host) && !*force {
+		return usageErr(stderr, name, fmt.Errorf("refusing to reset a database on %s, which is not a local host: reset is for development; pass --force if you mean it", host))
 	}
 	revSchema, bound, err := migration.SchemasFor(*dbURL)
 	if err != nil {
@@ -72,7 +77,7 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 	if revSchema != appSchema {
 		schemas = append(schemas, revSchema)
 	}
-	what := fmt.Sprintf("schema(s) %s of database %s on %s", strings.Join(schemas, ", "), strings.TrimPrefix(u.Path, "/"), u.Host)
+	what := fmt.Sprintf("schema(s) %s of database %s on %s", strings.Join(schemas, ", "), strings.TrimPrefix(u.Path, "/"), host)
 	if !*yes {
 		if !stdinIsTerminal() {
 			return usageErr(stderr, name, fmt.Errorf("refusing to drop %s without confirmation: stdin is not a terminal, pass --yes", what))
@@ -129,8 +134,4 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintln(stdout, "Database reset: all migrations applied")
 	}
 	return exitOK
-}
-
-func isLocalHost(host string) bool {
-	return host == "" || host == "localhost" || host == "127.0.0.1" || host == "::1" || strings.HasPrefix(host, "/")
 }

@@ -44,3 +44,19 @@ func TestReset(t *testing.T) {
 	assert.False(t, tableExists(t, db, "public.junk"))
 	assert.Len(t, revisions(t, db, "atlas_schema_revisions"), 1)
 }
+
+// A URL without a host goes where $PGHOST or ?host= says: reset judges that
+// host, not the empty one. Not parallel: it sets PGHOST.
+func TestResetRefusesARemoteHostFromPGHOSTOrHostParam(t *testing.T) {
+	t.Setenv("PGHOST", "prod-db.example.com")
+	for url, host := range map[string]string{
+		"postgres:///klozd":                         "prod-db.example.com:5432",
+		"postgres:///klozd?host=db2.example.com":    "db2.example.com:5432",
+		"postgres://app@/klozd?hostaddr=192.0.2.10": "192.0.2.10:5432",
+	} {
+		r := dbctl(t, "migrate", "reset", "--url", url, "--yes", "--dir", "../../migrations")
+		assert.Equal(t, exitUsage, r.code, url)
+		assert.Contains(t, r.stderr, "refusing to reset a database on "+host+", which is not a local host", url)
+		assert.Equal(t, 1, lines(r.stderr))
+	}
+}

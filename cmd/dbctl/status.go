@@ -21,7 +21,7 @@ func runMigrateStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 			"failed (an error or fewer statements applied than the file has) and unknown (in the database,\n"+
 			"not in the directory) versions. Changes nothing.\n"+
 			"Exit 0 up to date, 3 pending files, 4 a failed revision, 5 unknown revisions (the highest\n"+
-			"wins), 2 bad usage or an unreachable database.",
+			"wins), 1 the status could not be read, 2 bad usage or an unreachable database.",
 		"dbctl migrate status --url postgres://app@db:5432/klozd --json", stderr)
 	dbURL := urlFlag(fs)
 	dirPath := dirFlag(fs)
@@ -47,18 +47,11 @@ func runMigrateStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
 		return exitFail
 	}
-	res := statusResult{Status: st, RevisionsSchema: revSchema}
-	code := exitOK
-	switch {
-	case len(st.Unknown) > 0:
-		res.State, code = "unknown", exitUnknown
-	case len(st.Failed) > 0:
-		res.State, code = "failed", exitFailed
-	case len(st.Pending) > 0:
-		res.State, code = "pending", exitPending
-	default:
-		res.State = "up_to_date"
-	}
+	res := statusResult{Status: st, State: st.State(), RevisionsSchema: revSchema}
+	code := map[string]int{
+		migration.StateUpToDate: exitOK, migration.StatePending: exitPending,
+		migration.StateFailed: exitFailed, migration.StateUnknown: exitUnknown,
+	}[res.State]
 	if *asJSON {
 		writeJSON(stdout, res)
 		return code
@@ -83,13 +76,13 @@ func runMigrateStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 		fmt.Fprintf(stdout, "Pending: %s\n", p)
 	}
 	switch res.State {
-	case "up_to_date":
+	case migration.StateUpToDate:
 		fmt.Fprintln(stdout, "Database schema is up to date!")
-	case "pending":
+	case migration.StatePending:
 		fmt.Fprintf(stdout, "%d migration(s) not applied yet: run dbctl migrate apply\n", len(st.Pending))
-	case "failed":
+	case migration.StateFailed:
 		fmt.Fprintln(stdout, "A migration failed: fix the file (and run dbctl migrate hash), then run dbctl migrate apply")
-	case "unknown":
+	case migration.StateUnknown:
 		fmt.Fprintln(stdout, "The database has migrations this directory lacks: update your checkout before migrating")
 	}
 	return code

@@ -94,13 +94,21 @@ func TestTimesAreStoredAsUTC(t *testing.T) {
 		FROM auth_attempts WHERE id = $1`, id).Scan(&createdSkew))
 	assert.Less(t, createdSkew, 60.0, "DEFAULT CURRENT_TIMESTAMP in a UTC session stores UTC")
 
-	// updatedAt moves on every update.
+	// updatedAt moves on every update: set it far in the past behind ent's
+	// back, so that only the schema's UpdateDefault can bring it to now.
+	_, err = raw.ExecContext(ctx, `UPDATE auth_attempts SET "updatedAt" = '2000-01-01' WHERE id = $1`, created.ID)
+	require.NoError(t, err)
 	n, err := client.AuthAttempt.Update().Where(authattempt.ID(created.ID)).AddFailuresCount(1).Save(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	again, err := client.AuthAttempt.Get(ctx, created.ID)
 	require.NoError(t, err)
-	assert.False(t, again.UpdatedAt.Before(created.UpdatedAt))
+	assert.True(t, again.UpdatedAt.After(time.Date(2000, 1, 2, 0, 0, 0, 0, time.UTC)), "updatedAt %v was set by the update", again.UpdatedAt)
+	assert.WithinDuration(t, time.Now(), again.UpdatedAt, time.Minute)
+	var updatedSkew float64
+	require.NoError(t, raw.QueryRowContext(ctx, `SELECT abs(extract(epoch FROM "updatedAt" - (now() AT TIME ZONE 'UTC')))
+		FROM auth_attempts WHERE id = $1`, created.ID).Scan(&updatedSkew))
+	assert.Less(t, updatedSkew, 60.0, "updatedAt is stored as UTC now")
 	assert.Equal(t, 1, again.FailuresCount)
 }
 

@@ -10,7 +10,6 @@ package adoption
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -186,9 +185,3 @@ func prefix(dir migrate.Dir, version string) (*migrate.MemDir, error) {
 	}
 	return mem, nil
 }
-
-// ErrMismatch matches a [*MismatchError] with errors.Is.
-var ErrMismatch = errors.New("adoption: live schema differs")
-
-// Is reports whether target is [ErrMismatch].
-func (e *MismatchError) Is(target error) bool { return target == ErrMismatch }

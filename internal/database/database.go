@@ -35,8 +35,12 @@ func DSN(rawURL string) (string, error) {
 	}
 	q := u.Query()
 	q.Set("timezone", "UTC")
-	if q.Get("sslmode") == "" && isLocal(u.Hostname()) {
-		q.Set("sslmode", "disable")
+	if q.Get("sslmode") == "" {
+		// TLS is off by default only where the driver really connects
+		// locally: $PGHOST may send a URL without a host elsewhere.
+		if host, err := EffectiveHost(rawURL); err == nil && IsLocalHost(host) {
+			q.Set("sslmode", "disable")
+		}
 	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
@@ -121,10 +125,6 @@ func ParseError(err error) error {
 		return ue.Err
 	}
 	return err
-}
-
-func isLocal(host string) bool {
-	return host == "" || host == "localhost" || host == "127.0.0.1" || host == "::1" || strings.HasPrefix(host, "/")
 }
 
 func redact(raw string) string {

@@ -52,9 +52,6 @@ func Connect(ctx context.Context, rawURL string) (*Server, error) {
 	return s, nil
 }
 
-// Cluster returns the local cluster Connect started, or nil.
-func (s *Server) Cluster() *pgcluster.Cluster { return s.cluster }
-
 // Create makes an empty database and returns its URL and a function that
 // drops it.
 func (s *Server) Create(ctx context.Context, prefix string) (string, func(), error) {

@@ -220,7 +220,9 @@ func (s *Service) RecordSuccess(ctx context.Context, email, ip string) error {
 func (s *Service) UnlockPair(ctx context.Context, email, ip string) (int64, error) {
 	n, err := s.reset(ctx, "unlock", email, ip)
 	if err == nil && n > 0 {
-		s.log.LogAttrs(ctx, slog.LevelInfo, "lockout: unlocked", slog.String("email", email), slog.String("ip", ip))
+		e, _ := NormalizeEmail(email) // reset succeeded, so it normalises
+		s.log.LogAttrs(ctx, slog.LevelInfo, "lockout: unlocked",
+			slog.String("email", e), slog.String("ip", deref(s.normalizeIP(ip))), slog.Int64("rows", n))
 	}
 	return n, err
 }

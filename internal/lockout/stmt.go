@@ -3,7 +3,6 @@ package lockout
 import (
 	"context"
 	"database/sql"
-	"sync"
 	"sync/atomic"
 )
 
@@ -15,9 +14,14 @@ import (
 // a statement before beginning a transaction that uses it: preparing takes
 // a connection from the pool, which a transaction holding the last one
 // would wait for forever.
+//
+// No lock is held while preparing: while the database is down or slow,
+// each caller waits only for its own attempt, bounded by its own context,
+// instead of queueing behind another caller's. Callers that race on first
+// use may each prepare; the first to finish is kept and the others close
+// theirs.
 type stmt struct {
 	query string
-	mu    sync.Mutex
 	s     atomic.Pointer[sql.Stmt]
 }
 
@@ -25,17 +29,15 @@ func (st *stmt) get(ctx context.Context, db *sql.DB) (*sql.Stmt, error) {
 	if s := st.s.Load(); s != nil {
 		return s, nil
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if s := st.s.Load(); s != nil {
-		return s, nil
-	}
 	s, err := db.PrepareContext(ctx, st.query)
 	if err != nil {
 		return nil, err
 	}
-	st.s.Store(s)
-	return s, nil
+	if st.s.CompareAndSwap(nil, s) {
+		return s, nil
+	}
+	_ = s.Close() // another caller's statement won
+	return st.s.Load(), nil
 }
 
 // scan runs st on db and scans its one row.

@@ -2,6 +2,7 @@ package migration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -59,6 +60,10 @@ func (r *LintReport) Failed() bool {
 	return slices.ContainsFunc(r.Findings, func(f Finding) bool { return f.Destructive && !f.Silenced })
 }
 
+// ErrDevDatabase wraps the errors of [Lint] that come from the dev database
+// itself (it cannot be opened or inspected), not from the files.
+var ErrDevDatabase = errors.New("migration: lint: the dev database cannot be used")
+
 // Lint runs the Atlas library's PostgreSQL analyzers (destructive,
 // data-dependent, backward-incompatible and constraint-drop changes) over
 // the latest files of dir, as "atlas migrate lint --latest N" does: the
@@ -81,7 +86,7 @@ func Lint(ctx context.Context, dir migrate.Dir, opts LintOptions) (*LintReport, 
 	base, targets := files[:len(files)-latest], files[len(files)-latest:]
 	dev, err := sqlclient.Open(ctx, opts.DevURL)
 	if err != nil {
-		return nil, fmt.Errorf("migration: lint: open dev database: %w", err)
+		return nil, fmt.Errorf("%w: open: %w", ErrDevDatabase, err)
 	}
 	defer dev.Close()
 	for _, f := range base {
@@ -157,7 +162,7 @@ func loadChanges(ctx context.Context, dev *sqlclient.Client, f migrate.File) (*s
 	inspect := func() (*schema.Realm, error) {
 		r, err := dev.InspectRealm(ctx, nil)
 		if err != nil {
-			return nil, fmt.Errorf("migration: lint: inspect dev database: %w", err)
+			return nil, fmt.Errorf("%w: inspect: %w", ErrDevDatabase, err)
 		}
 		return r, nil
 	}

@@ -36,10 +36,29 @@ type FailedRevision struct {
 	ErrorStmt string `json:"error_stmt,omitempty"`
 }
 
-// UpToDate reports whether every file is applied and nothing failed or is
-// unknown.
-func (s *Status) UpToDate() bool {
-	return len(s.Pending) == 0 && len(s.Failed) == 0 && len(s.Unknown) == 0
+// The states [Status.State] returns.
+const (
+	StateUpToDate = "up_to_date"
+	StatePending  = "pending"
+	StateFailed   = "failed"
+	StateUnknown  = "unknown"
+)
+
+// State sums the status up in one word, the most serious case winning:
+// [StateUnknown] when the database has versions the directory lacks, else
+// [StateFailed] when a revision failed, else [StatePending] when files are
+// not applied yet, else [StateUpToDate].
+func (s *Status) State() string {
+	switch {
+	case len(s.Unknown) > 0:
+		return StateUnknown
+	case len(s.Failed) > 0:
+		return StateFailed
+	case len(s.Pending) > 0:
+		return StatePending
+	default:
+		return StateUpToDate
+	}
 }
 
 // ReadStatus compares the revisions recorded in db (in revisionsSchema,

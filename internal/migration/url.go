@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/klozd/api/internal/database"
 )
 
 // SchemasFor returns, for a database URL, the schema of the revisions table
@@ -14,7 +16,7 @@ import (
 func SchemasFor(rawURL string) (revisions, bound string, err error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return "", "", fmt.Errorf("migration: parse URL: %w", err)
+		return "", "", fmt.Errorf("migration: parse URL: %w", database.ParseError(err))
 	}
 	bound = u.Query().Get("search_path")
 	if strings.ContainsAny(bound, ", ") {
