@@ -219,6 +219,9 @@ func scratch(ctx context.Context, dev *devdb.Server, prefix string) (*sql.DB, fu
 }
 
 func (r *Report) add(name string, diffs []string) {
+	if diffs == nil {
+		diffs = []string{} // JSON readers get [], not null
+	}
 	r.Checks = append(r.Checks, Check{Name: name, InSync: len(diffs) == 0, Differences: diffs})
 }
 
