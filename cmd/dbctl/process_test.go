@@ -83,7 +83,7 @@ func dbctlProcess(t *testing.T, args ...string) *child {
 	return c
 }
 
-// Issue 5's proof: two dbctl processes, each with its own connections,
+// Two dbctl processes, each with its own connections,
 // released together on one fresh database: both succeed, the file is
 // applied once, one revision row.
 func TestConcurrentApplyFromTwoProcesses(t *testing.T) {
