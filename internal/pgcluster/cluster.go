@@ -78,7 +78,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "klozd-pg-")
+	dir, err := os.MkdirTemp(tempBase(cred), "klozd-pg-")
 	if err != nil {
 		return nil, fmt.Errorf("pgcluster: temp dir: %w", err)
 	}
@@ -309,6 +309,25 @@ func serverCredential() (*syscall.Credential, error) {
 		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
 	}
 	return nil, errors.New("pgcluster: running as root and no unprivileged user (postgres or nobody) to run the server as: create one (useradd postgres)")
+}
+
+// tempBase is where the cluster's directory goes: the temp directory, unless
+// the server runs as another user who cannot reach it (TMPDIR under /root,
+// say), then /tmp.
+func tempBase(cred *syscall.Credential) string {
+	base := os.TempDir()
+	if cred == nil {
+		return base
+	}
+	for p := base; ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil || st.Mode().Perm()&0o001 == 0 {
+			return "/tmp"
+		}
+		if p == filepath.Dir(p) {
+			return base
+		}
+	}
 }
 
 func freePort() (int, error) {
