@@ -129,11 +129,10 @@ func Verify(ctx context.Context, live *sql.DB, liveSchema string, dir migrate.Di
 	if liveSchema == "" {
 		liveSchema = "public"
 	}
-	upTo, err := prefix(dir, version)
+	upTo, err := migration.CopyUpTo(dir, version)
 	if err != nil {
-		return err
+		return fmt.Errorf("adoption: baseline: %w", err)
 	}
-	defer upTo.Close()
 	url, drop, err := dev.Create(ctx, "dbctl_baseline")
 	if err != nil {
 		return err
@@ -155,33 +154,4 @@ func Verify(ctx context.Context, live *sql.DB, liveSchema string, dir migrate.Di
 		return &MismatchError{Version: version, Differences: diffs}
 	}
 	return nil
-}
-
-// prefix copies the files of dir up to version into a re-hashed memory dir.
-func prefix(dir migrate.Dir, version string) (*migrate.MemDir, error) {
-	files, err := dir.Files()
-	if err != nil {
-		return nil, fmt.Errorf("adoption: list files: %w", err)
-	}
-	mem := migrate.OpenMemDir(fmt.Sprintf("adoption-%p", &files))
-	found := false
-	for _, f := range files {
-		if f.Version() > version {
-			break
-		}
-		found = found || f.Version() == version
-		if err := mem.WriteFile(f.Name(), f.Bytes()); err != nil {
-			_ = mem.Close()
-			return nil, err
-		}
-	}
-	if !found {
-		_ = mem.Close()
-		return nil, fmt.Errorf("adoption: baseline version %s is not a file of the migration directory", version)
-	}
-	if err := migration.Hash(mem); err != nil {
-		_ = mem.Close()
-		return nil, err
-	}
-	return mem, nil
 }

@@ -160,18 +160,9 @@ func Compare(ctx context.Context, want, got *sql.DB, wantSchema, gotSchema strin
 // entPending replays the directory on a scratch database and asks ent what
 // its schema would add; each statement is a change without a migration.
 func entPending(ctx context.Context, opts Options) ([]string, error) {
-	files, err := opts.Dir.Files()
+	// Generate writes the new file: give it a copy, not the caller's directory.
+	mem, err := migration.CopyUpTo(opts.Dir, "")
 	if err != nil {
-		return nil, fmt.Errorf("drift: %w", err)
-	}
-	mem := migrate.OpenMemDir(fmt.Sprintf("drift-%p", &files))
-	defer mem.Close()
-	for _, f := range files {
-		if err := mem.WriteFile(f.Name(), f.Bytes()); err != nil {
-			return nil, err
-		}
-	}
-	if err := migration.Hash(mem); err != nil {
 		return nil, err
 	}
 	devURL, drop, err := opts.Dev.Create(ctx, "drift_ent")

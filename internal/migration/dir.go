@@ -9,14 +9,11 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
-	"sync/atomic"
 
 	"ariga.io/atlas/sql/migrate"
 
 	"github.com/klozd/api/migrations"
 )
-
-var memDirSeq atomic.Int64
 
 // Embedded returns the migration directory compiled into the binary.
 func Embedded() (migrate.Dir, error) {
@@ -26,7 +23,7 @@ func Embedded() (migrate.Dir, error) {
 // FromFS copies the .sql files and atlas.sum at the root of fsys into an
 // in-memory [migrate.Dir].
 func FromFS(fsys fs.FS) (migrate.Dir, error) {
-	dir := migrate.OpenMemDir(fmt.Sprintf("klozd-migrations-%d", memDirSeq.Add(1)))
+	dir := &migrate.MemDir{} // not registered by name: nothing to close
 	entries, err := fs.ReadDir(fsys, ".")
 	if err != nil {
 		return nil, fmt.Errorf("migration: read directory: %w", err)
@@ -44,6 +41,34 @@ func FromFS(fsys fs.FS) (migrate.Dir, error) {
 		}
 	}
 	return dir, nil
+}
+
+// CopyUpTo copies the files of dir with versions up to and including
+// version (all files when version is "") into a new in-memory directory,
+// with atlas.sum written for them. It fails when version names no file.
+func CopyUpTo(dir migrate.Dir, version string) (*migrate.MemDir, error) {
+	files, err := dir.Files()
+	if err != nil {
+		return nil, fmt.Errorf("migration: list files: %w", err)
+	}
+	mem := &migrate.MemDir{}
+	found := version == ""
+	for _, f := range files {
+		if version != "" && f.Version() > version {
+			break
+		}
+		found = found || f.Version() == version
+		if err := mem.WriteFile(f.Name(), f.Bytes()); err != nil {
+			return nil, fmt.Errorf("migration: copy %s: %w", f.Name(), err)
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("migration: version %s is not a file of the migration directory", version)
+	}
+	if err := Hash(mem); err != nil {
+		return nil, err
+	}
+	return mem, nil
 }
 
 // Validate checks that atlas.sum matches the files of dir, as
