@@ -85,31 +85,9 @@ func BenchmarkCheck(b *testing.B) {
 	plain := func(ctx context.Context, args ...any) *sql.Row {
 		return db.QueryRowContext(ctx, baselineCheck, args...)
 	}
-	for _, impl := range []struct {
-		name string
-		f    func(email, ip string) error
-	}{{"service", service}, {"baseline", baseline(plain)}, {"baseline-prepared", baseline(prepared.QueryRowContext)}} {
-		b.Run("distinct/"+impl.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for i := 0; b.Loop(); i++ {
-				if err := impl.f(benchKey(i % benchKeys)); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		b.Run("hot-parallel/"+impl.name, func(b *testing.B) {
-			b.ReportAllocs()
-			email, ip := benchKey(7)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := impl.f(email, ip); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		})
-	}
+	runImpls(b, []benchImpl{{"service", service}, {"baseline", baseline(plain)}, {"baseline-prepared", baseline(prepared.QueryRowContext)}},
+		func(i int) (string, string) { return benchKey(i % benchKeys) },
+		func() (string, string) { return benchKey(7) })
 }
 
 var benchSeq atomic.Int64
@@ -134,22 +112,33 @@ func BenchmarkRecordFailure(b *testing.B) {
 	plain := func(ctx context.Context, args ...any) *sql.Row {
 		return db.QueryRowContext(ctx, baselineFailure, args...)
 	}
-	for _, impl := range []struct {
-		name string
-		f    func(email, ip string) error
-	}{{"service", service}, {"baseline", baseline(plain)}, {"baseline-prepared", baseline(prepared.QueryRowContext)}} {
+	runImpls(b, []benchImpl{{"service", service}, {"baseline", baseline(plain)}, {"baseline-prepared", baseline(prepared.QueryRowContext)}},
+		// New keys, beyond the seeded ones: each failure inserts a row.
+		func(int) (string, string) { return benchKey(benchKeys + int(benchSeq.Add(1))) },
+		func() (string, string) { return benchKey(int(benchSeq.Add(1)) % benchKeys) })
+}
+
+// benchImpl is one implementation of the operation a benchmark measures.
+type benchImpl struct {
+	name string
+	f    func(email, ip string) error
+}
+
+// runImpls runs each implementation on distinct keys, one after another,
+// and on one hot key from parallel goroutines.
+func runImpls(b *testing.B, impls []benchImpl, distinct func(i int) (email, ip string), hot func() (email, ip string)) {
+	for _, impl := range impls {
 		b.Run("distinct/"+impl.name, func(b *testing.B) {
 			b.ReportAllocs()
-			for b.Loop() {
-				// New keys, beyond the seeded ones: each failure inserts a row.
-				if err := impl.f(benchKey(benchKeys + int(benchSeq.Add(1)))); err != nil {
+			for i := 0; b.Loop(); i++ {
+				if err := impl.f(distinct(i)); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
 		b.Run("hot-parallel/"+impl.name, func(b *testing.B) {
 			b.ReportAllocs()
-			email, ip := benchKey(int(benchSeq.Add(1)) % benchKeys)
+			email, ip := hot()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					if err := impl.f(email, ip); err != nil {

@@ -13,6 +13,7 @@
 package pgtest
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -94,10 +95,10 @@ func start() (*Server, error) {
 	s.conf = pgtestdb.Config{
 		DriverName:                "postgres",
 		Host:                      u.Hostname(),
-		Port:                      cmpOr(u.Port(), "5432"),
+		Port:                      cmp.Or(u.Port(), "5432"),
 		User:                      u.User.Username(),
 		Password:                  pw,
-		Database:                  cmpOr(strings.TrimPrefix(u.Path, "/"), "postgres"),
+		Database:                  cmp.Or(strings.TrimPrefix(u.Path, "/"), "postgres"),
 		Options:                   opts.Encode(),
 		ForceTerminateConnections: true,
 	}
@@ -163,13 +164,6 @@ func withUTC(raw string) string {
 		return raw
 	}
 	return dsn
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // migrator applies the embedded migrations to the template database.
