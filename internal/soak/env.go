@@ -4,8 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/url"
+	"strings"
 
 	"github.com/klozd/api/internal/database"
+	"github.com/klozd/api/internal/devdb"
 	"github.com/klozd/api/internal/migration"
 	"github.com/klozd/api/internal/pgcluster"
 )
@@ -20,38 +23,46 @@ const effectsDDL = `CREATE TABLE soak_effects (
 
 // env is one scenario's database on the suite's cluster.
 type env struct {
-	cluster *pgcluster.Cluster
-	admin   *sql.DB // superuser, maintenance database
-	name    string  // database name
-	url     string
-	faults  *Faults
+	url    string
+	faults *Faults
+	drop   func() // drops the database
 }
 
-// newEnv creates a migrated database for one scenario.
-func newEnv(ctx context.Context, c *pgcluster.Cluster, admin *sql.DB, name string) (*env, error) {
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+quoteDB(name)); err != nil {
-		return nil, fmt.Errorf("soak: create database: %w", err)
-	}
-	e := &env{cluster: c, admin: admin, name: name, url: c.URL(name)}
-	e.faults = &Faults{cluster: c, admin: admin, dbName: name}
-	db, err := database.Open(e.url)
+// newEnv creates a migrated database for one scenario on dev's server,
+// the cluster c, administered through admin.
+func newEnv(ctx context.Context, c *pgcluster.Cluster, admin *sql.DB, dev *devdb.Server) (*env, error) {
+	dbURL, drop, err := dev.Create(ctx, "soak")
 	if err != nil {
 		return nil, err
+	}
+	u, err := url.Parse(dbURL)
+	if err == nil {
+		err = (&env{url: dbURL}).prepare(ctx)
+	}
+	if err != nil {
+		drop()
+		return nil, err
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	return &env{url: dbURL, drop: drop, faults: &Faults{cluster: c, admin: admin, dbName: name}}, nil
+}
+
+// prepare applies the migrations and creates the suite's own table.
+func (e *env) prepare(ctx context.Context) error {
+	db, err := database.Open(e.url)
+	if err != nil {
+		return err
 	}
 	defer db.Close()
 	dir, err := migration.Embedded()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := migration.Apply(ctx, db, dir, migration.ApplyOptions{}); err != nil {
-		return nil, fmt.Errorf("soak: migrate: %w", err)
+		return fmt.Errorf("soak: migrate: %w", err)
 	}
 	if _, err := db.ExecContext(ctx, effectsDDL); err != nil {
-		return nil, fmt.Errorf("soak: create soak_effects: %w", err)
+		return fmt.Errorf("soak: create soak_effects: %w", err)
 	}
-	return e, nil
-}
-
-func (e *env) drop(ctx context.Context) {
-	_, _ = e.admin.ExecContext(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+quoteDB(e.name)+" WITH (FORCE)")
+	return nil
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/lib/pq"
-
 	"github.com/klozd/api/internal/pgcluster"
 )
 
@@ -67,5 +65,3 @@ func (f *Faults) HoldLocks(ctx context.Context, url string, d time.Duration) err
 	}
 	return nil
 }
-
-func quoteDB(name string) string { return pq.QuoteIdentifier(name) }

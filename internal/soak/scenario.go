@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/klozd/api/internal/database"
+	"github.com/klozd/api/internal/devdb"
 	"github.com/klozd/api/internal/pgcluster"
 )
 
@@ -117,14 +118,19 @@ func Run(ctx context.Context, cfg Config, names []string) ([]Result, error) {
 		return nil, err
 	}
 	defer admin.Close()
+	dev, err := devdb.Connect(ctx, cluster.URL("postgres"))
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Close()
 	var results []Result
-	for i, s := range todo {
-		e, err := newEnv(ctx, cluster, admin, fmt.Sprintf("soak_%d", i))
+	for _, s := range todo {
+		e, err := newEnv(ctx, cluster, admin, dev)
 		if err != nil {
 			return results, err
 		}
 		r, err := runScenario(ctx, e, cfg, s)
-		e.drop(ctx)
+		e.drop()
 		if err != nil {
 			return results, fmt.Errorf("soak: %s: %w", s.name, err)
 		}
