@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"text/template"
 
 	"ariga.io/atlas/sql/migrate"
@@ -16,6 +17,9 @@ import (
 // ErrNoChanges is returned by [Generate] when the ent schema already equals
 // the state the migration directory builds: there is nothing to write.
 var ErrNoChanges = errors.New("migration: no schema changes: the migration directory already matches the ent schema")
+
+// entDiffMu serialises ent's schema diff; see Generate.
+var entDiffMu sync.Mutex
 
 // GenerateOptions configure [Generate].
 type GenerateOptions struct {
@@ -54,6 +58,11 @@ func Generate(ctx context.Context, dir migrate.Dir, opts GenerateOptions) (strin
 		return "", fmt.Errorf("migration: version %s is not after the latest migration %s", version, files[n-1].Name())
 	}
 	before := len(files)
+	// ent's diff links columns, indexes and keys inside the generated
+	// package-level table descriptions (entmigrate.Tables) on every call, so
+	// two diffs at once race on them.
+	entDiffMu.Lock()
+	defer entDiffMu.Unlock()
 	err = entmigrate.NamedDiff(ctx, opts.DevURL, opts.Name,
 		entschema.WithDir(dir),
 		entschema.WithMigrationMode(entschema.ModeReplay),

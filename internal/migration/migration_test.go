@@ -90,6 +90,33 @@ func TestNothingPending(t *testing.T) {
 	assert.Len(t, files, 1, "nothing was written")
 }
 
+// ent's diff mutates the generated package-level table descriptions, so
+// concurrent callers (parallel drift checks, say) must not overlap; under
+// -race this test fails if they do.
+func TestGenerateConcurrently(t *testing.T) {
+	t.Parallel()
+	const n = 4
+	urls := make([]string, n)
+	for i := range urls {
+		urls[i] = devURL(t)
+	}
+	start := make(chan struct{})
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		dir := dirWith(t, nil)
+		wg.Go(func() {
+			<-start
+			_, errs[i] = migration.Generate(context.Background(), dir, migration.GenerateOptions{Name: "pending", DevURL: urls[i]})
+		})
+	}
+	close(start)
+	wg.Wait()
+	for _, err := range errs {
+		assert.ErrorIs(t, err, migration.ErrNoChanges)
+	}
+}
+
 func TestGenerateRejects(t *testing.T) {
 	t.Parallel()
 	dir := dirWith(t, nil)
