@@ -138,13 +138,16 @@ func buildQueries(p Policy) queries {
 			agg(p.EmailLimit, emailRows, true) + `, ` + ipAgg
 	}
 
+	// The unique index does not stop two (email, NULL) rows, which data
+	// written before this service may hold: the pair lookups take the
+	// latest lock rather than fail on a second row.
 	var q queries
 	q.check, q.checkArgs = bindN(`SELECT
-		(SELECT "lockedUntil" FROM auth_attempts WHERE email = {email} AND ip = {ip} AND "lockedUntil" > {now}::timestamp(3)),
+		(SELECT max("lockedUntil") FROM auth_attempts WHERE email = {email} AND ip = {ip} AND "lockedUntil" > {now}::timestamp(3)),
 		`+agg(p.EmailLimit, `o.email = {email}`, false)+`,
 		`+agg(p.IPLimit, `o.ip = {ip}`, false), "email", "ip", "now", "cut")
 	q.checkNullIP, q.checkNullArgs = bindN(`SELECT
-		(SELECT "lockedUntil" FROM auth_attempts WHERE email = {email} AND ip IS NULL AND "lockedUntil" > {now}::timestamp(3)),
+		(SELECT max("lockedUntil") FROM auth_attempts WHERE email = {email} AND ip IS NULL AND "lockedUntil" > {now}::timestamp(3)),
 		`+agg(p.EmailLimit, `o.email = {email}`, false)+`,
 		NULL::timestamp(3)`, "email", "now", "cut")
 

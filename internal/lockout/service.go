@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lib/pq"
+
 	"github.com/klozd/api/ent"
 	"github.com/klozd/api/ent/authattempt"
 	"github.com/klozd/api/ent/schema"
@@ -148,7 +150,11 @@ func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision
 	addr := s.normalizeIP(ip)
 	var r failureRow
 	if addr != nil {
-		err = s.failure.scan(ctx, s.db, []any{schema.NewID(), e, *addr, now, cut}, r.dest()...)
+		args := []any{schema.NewID(), e, *addr, now, cut}
+		err = s.failure.scan(ctx, s.db, args, r.dest()...)
+		if serializationFailure(err) {
+			err = s.failureReadCommitted(ctx, args, &r)
+		}
 	} else {
 		err = s.failureNullIP(ctx, e, now, cut, &r)
 	}
@@ -166,8 +172,44 @@ func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision
 	return d, nil
 }
 
+// readCommitted is the isolation the lockout statements are written for.
+// A role or database may default to a stronger one; there an upsert that
+// meets a concurrent update fails with a serialization error instead of
+// counting on the newest row, and a transaction's snapshot predates the
+// advisory lock it then waits for.
+var readCommitted = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+
+// serializationFailure reports whether err is PostgreSQL's serialization
+// failure (SQLSTATE 40001), which the known-IP upsert meets only when the
+// session's default isolation is above READ COMMITTED.
+func serializationFailure(err error) bool {
+	pqErr, ok := errors.AsType[*pq.Error](err)
+	return ok && pqErr.Code == "40001"
+}
+
+// failureReadCommitted runs the known-IP upsert again in a READ COMMITTED
+// transaction, where it waits for a concurrent update instead of failing.
+// The failed attempt changed nothing, so nothing is counted twice.
+func (s *Service) failureReadCommitted(ctx context.Context, args []any, r *failureRow) error {
+	st, err := s.failure.get(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTx(ctx, readCommitted)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := tx.StmtContext(ctx, st).QueryRowContext(ctx, args...).Scan(r.dest()...); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
 // failureNullIP records a failure without an IP. The unique index does not
-// cover NULL, so the email's advisory lock serialises update-or-insert.
+// cover NULL, so the email's advisory lock serialises update-or-insert, in
+// a READ COMMITTED transaction so that the update sees the row the lock's
+// previous holder inserted.
 func (s *Service) failureNullIP(ctx context.Context, email string, now, cut time.Time, r *failureRow) error {
 	upd, err := s.failNullUpd.get(ctx, s.db)
 	if err != nil {
@@ -177,7 +219,7 @@ func (s *Service) failureNullIP(ctx context.Context, email string, now, cut time
 	if err != nil {
 		return err
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.db.BeginTx(ctx, readCommitted)
 	if err != nil {
 		return err
 	}
