@@ -30,6 +30,7 @@ func TestClientIP(t *testing.T) {
 		{"garbage written by a trusted hop: unknown", "10.1.1.1:1234", []string{"203.0.113.1, bogus"}, proxies, ""},
 		{"all hops trusted: left-most", "10.1.1.1:1234", []string{"10.3.3.3, 10.2.2.2"}, proxies, "10.3.3.3"},
 		{"no header from a trusted peer", "10.1.1.1:1234", nil, proxies, "10.1.1.1"},
+		{"bracketed IPv6 without a port", "10.1.1.1:1234", []string{"[2001:db8::7]"}, proxies, "2001:db8::7"},
 		{"empty entries ignored", "10.1.1.1:1234", []string{"203.0.113.1,, "}, proxies, "203.0.113.1"},
 		{"unparsable RemoteAddr: unknown", "@unix", nil, proxies, ""},
 	} {

@@ -83,6 +83,12 @@
 // sums over rows read from the statement's snapshot, so under concurrency
 // they may deny a few failures late; the per-pair count is exact.
 //
+// The statements are written for READ COMMITTED, PostgreSQL's default.
+// Where a role or database defaults to a stronger isolation, the unknown-IP
+// transaction asks for READ COMMITTED, and a known-IP upsert that fails
+// with a serialization error runs again in a READ COMMITTED transaction;
+// no failure is lost either way.
+//
 // # Database
 //
 // The service needs the auth_attempts table of the module's migrations and
@@ -91,6 +97,14 @@
 // lockout SQL is parsed and planned once per connection: behind PgBouncer
 // in transaction mode, use a version with prepared-statement support
 // (1.21+) or session mode.
+//
+// The per-email and per-IP limits read every row of that email or IP
+// within the window through the table's email and ip indexes, so their
+// cost grows with the rows one email or IP has in the window (about 1 ms
+// at a thousand rows). The table's indexes are fixed by the original
+// migration; a deployment that faces one IP spraying many thousands of
+// emails per window should cap it before the login handler (a rate limit
+// at the edge) or switch the per-IP limit [Off].
 //
 // # Failure and time
 //

@@ -118,3 +118,62 @@ func TestStatus(t *testing.T) {
 		{Email: ann, IP: "192.0.2.1", Failures: 5, LockedUntil: now.Add(14 * time.Minute), LastAttemptAt: now.Add(-time.Minute)},
 	}, got)
 }
+
+// Operator calls name one key exactly: the key Status shows, any address
+// under it, or the address itself. A typo or a prefix of another length is
+// an error and unlocks nothing, not the unknown-IP pair or one /64 of a
+// wider range.
+func TestOperatorIPNamesOneKey(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newService(t, lockout.Config{})
+	ctx := context.Background()
+	lock := func(ip string) {
+		t.Helper()
+		for range 5 {
+			_, err := s.RecordFailure(ctx, ann, ip)
+			require.NoError(t, err)
+		}
+	}
+	allowed := func(ip string) bool {
+		t.Helper()
+		d, err := s.Check(ctx, ann, ip)
+		require.NoError(t, err)
+		return d.Allowed
+	}
+	lock("2001:db8:1:2::7")
+	lock("192.0.2.1")
+	lock("")
+
+	for _, bad := range []string{"10.0.0.300", "2001:db8:1::/48", "2001:db8:1:2::/96", "192.0.2.0/24", "not an ip"} {
+		_, err := s.UnlockPair(ctx, ann, bad)
+		assert.ErrorIs(t, err, lockout.ErrInvalidIP, bad)
+		_, err = s.UnlockIP(ctx, bad)
+		assert.ErrorIs(t, err, lockout.ErrInvalidIP, bad)
+	}
+	_, err := s.UnlockIP(ctx, "")
+	assert.ErrorIs(t, err, lockout.ErrInvalidIP, "UnlockIP needs an address")
+	assert.False(t, allowed("2001:db8:1:2::7"))
+	assert.False(t, allowed("192.0.2.1"))
+	assert.False(t, allowed(""), "no bad IP fell back to the unknown-IP pair")
+
+	st, err := s.Status(ctx, ann)
+	require.NoError(t, err)
+	keys := map[string]bool{}
+	for _, a := range st {
+		keys[a.IP] = true
+	}
+	require.True(t, keys["2001:db8:1:2::/64"], "%v", keys)
+	n, err := s.UnlockPair(ctx, ann, "2001:db8:1:2::/64")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n)
+	assert.True(t, allowed("2001:db8:1:2::7"), "the key Status shows unlocks its pair")
+	n, err = s.UnlockPair(ctx, ann, "192.0.2.1/32")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n)
+	assert.True(t, allowed("192.0.2.1"))
+	assert.False(t, allowed(""), "the unknown-IP pair is unlocked only by an empty ip")
+	n, err = s.UnlockPair(ctx, ann, "")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n)
+	assert.True(t, allowed(""))
+}

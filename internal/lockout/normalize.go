@@ -1,6 +1,7 @@
 package lockout
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"unicode"
@@ -15,7 +16,8 @@ const MaxEmailBytes = 320
 // NormalizeEmail returns the key an email is counted under: trimmed,
 // lower-cased and in Unicode NFC, so that "Ann@X.org " and "ann@x.org" share
 // a counter. It returns an [*EmailError] for an empty address, invalid UTF-8,
-// control characters or more than [MaxEmailBytes] bytes. It does not check
+// control or invisible format characters (Unicode Cc, Cf) or more than
+// [MaxEmailBytes] bytes. It does not check
 // that the address is deliverable: the counter must not depend on whether
 // an account exists.
 func NormalizeEmail(email string) (string, error) {
@@ -30,6 +32,11 @@ func NormalizeEmail(email string) (string, error) {
 	if strings.IndexFunc(email, unicode.IsControl) >= 0 {
 		return "", &EmailError{Reason: "contains a control character"}
 	}
+	// Invisible format characters (zero-width space, BOM, soft hyphen…)
+	// would give one address many counters; no mailbox name needs them.
+	if strings.IndexFunc(email, isFormat) >= 0 {
+		return "", &EmailError{Reason: "contains an invisible format character"}
+	}
 	// NFC before and after lower-casing: case mapping can leave a sequence
 	// NFC would compose, and the result must be a fixed point.
 	s := norm.NFC.String(strings.ToLower(norm.NFC.String(email)))
@@ -42,6 +49,8 @@ func NormalizeEmail(email string) (string, error) {
 	}
 	return s, nil
 }
+
+func isFormat(r rune) bool { return unicode.Is(unicode.Cf, r) }
 
 // NormalizeIP returns the key a client address is counted under, or "" when
 // ip is empty or does not parse (an unknown client, stored as NULL). It
@@ -64,10 +73,14 @@ func NormalizeIP(ip string, v6Prefix int) string {
 	return p.String()
 }
 
-// parseAddr parses an address with or without a port or zone, unmapping
-// IPv4-mapped IPv6 and dropping the zone.
+// parseAddr parses an address with or without a port or zone (an IPv6
+// address may be in brackets without a port, as some proxies write it),
+// unmapping IPv4-mapped IPv6 and dropping the zone.
 func parseAddr(s string) (netip.Addr, bool) {
 	s = strings.TrimSpace(s)
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		s = s[1 : len(s)-1]
+	}
 	addr, err := netip.ParseAddr(s)
 	if err != nil {
 		ap, err2 := netip.ParseAddrPort(s)
@@ -86,4 +99,28 @@ func (s *Service) normalizeIP(ip string) *string {
 		return &n
 	}
 	return nil
+}
+
+// operatorIP parses the IP an operator call names: an address, or a key as
+// [Service.Status] shows it ("2001:db8:1:2::/64", "192.0.2.1"). Unlike the
+// login calls, which count what does not parse as an unknown client, it
+// returns an error wrapping [ErrInvalidIP] for anything that does not name
+// exactly one key, so that a typo or a wider prefix never unlocks another
+// row.
+func (s *Service) operatorIP(op, ip string) (string, error) {
+	if p, err := netip.ParsePrefix(strings.TrimSpace(ip)); err == nil {
+		addr := p.Addr().Unmap()
+		bits := 32
+		if addr.Is6() {
+			bits = min(s.policy.IPv6Prefix, 128)
+		}
+		if want := p.Bits() - (p.Addr().BitLen() - addr.BitLen()); want != bits {
+			return "", fmt.Errorf("lockout: %s: %q is a /%d; the policy counts clients by /%d: %w", op, ip, p.Bits(), bits, ErrInvalidIP)
+		}
+		ip = addr.String()
+	}
+	if n := s.normalizeIP(ip); n != nil {
+		return *n, nil
+	}
+	return "", fmt.Errorf("lockout: %s: %q is not an IP address: %w", op, ip, ErrInvalidIP)
 }

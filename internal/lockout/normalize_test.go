@@ -26,6 +26,9 @@ func TestNormalizeEmail(t *testing.T) {
 		{"ann\n@example.org", "", "contains a control character"},
 		{"ann\u0085@example.org", "", "contains a control character"},
 		{"ann\xff@example.org", "", "not valid UTF-8"},
+		{"\ufeffann@example.org", "", "contains an invisible format character"}, // BOM
+		{"an\u200bn@example.org", "", "contains an invisible format character"}, // zero-width space
+		{"an\u00adn@example.org", "", "contains an invisible format character"}, // soft hyphen
 		{strings.Repeat("a", 309) + "@example.org", "", "longer than 320 bytes"},
 		{strings.Repeat("a", 308) + "@example.org", strings.Repeat("a", 308) + "@example.org", ""},
 	} {
@@ -64,6 +67,7 @@ func FuzzNormalizeEmail(f *testing.F) {
 		assert.True(t, norm.NFC.IsNormalString(got), "NFC")
 		assert.Equal(t, strings.TrimSpace(got), got, "trimmed")
 		assert.Equal(t, -1, strings.IndexFunc(got, unicode.IsControl), "no control characters")
+		assert.Equal(t, -1, strings.IndexFunc(got, func(r rune) bool { return unicode.Is(unicode.Cf, r) }), "no format characters")
 		again, err := lockout.NormalizeEmail(got)
 		require.NoError(t, err, "a normalised email is valid")
 		assert.Equal(t, got, again, "normalising is idempotent")

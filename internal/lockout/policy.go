@@ -36,8 +36,8 @@ type Policy struct {
 	ExtendWhileLocked bool
 	// EmailLimit is the number of failures for one email over all IPs within
 	// the window that denies further attempts on the email from every IP.
-	// Each (email, ip) row contributes at most MaxFailures, so a single IP
-	// can never trip it alone. The denial is not stored and never grows: it
+	// Each (email, ip) row contributes at most MaxFailures, and it must be
+	// above MaxFailures, so a single IP can never trip it alone. The denial is not stored and never grows: it
 	// ends once enough failures age out of the window (at most Window after
 	// the last one); see the package documentation for the trade-off.
 	// Default 20; [Off] switches it off.
@@ -87,6 +87,8 @@ func (p Policy) withDefaults() (Policy, error) {
 		return p, fmt.Errorf("lockout: Policy.MaxLockDuration %v is shorter than LockDuration %v", p.MaxLockDuration, p.LockDuration)
 	case p.EmailLimit < 1 && p.EmailLimit != Off:
 		return p, fmt.Errorf("lockout: Policy.EmailLimit is %d; use a positive count, 0 for the default or Off", p.EmailLimit)
+	case p.EmailLimit != Off && p.EmailLimit <= p.MaxFailures:
+		return p, fmt.Errorf("lockout: Policy.EmailLimit %d is not above MaxFailures %d: one IP alone would deny the email from every IP", p.EmailLimit, p.MaxFailures)
 	case p.IPLimit < 1 && p.IPLimit != Off:
 		return p, fmt.Errorf("lockout: Policy.IPLimit is %d; use a positive count, 0 for the default or Off", p.IPLimit)
 	case p.IPv6Prefix < 1 || p.IPv6Prefix > 128:

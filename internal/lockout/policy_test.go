@@ -261,6 +261,8 @@ func TestNewRejectsInvalidPolicy(t *testing.T) {
 		{Window: -time.Second},
 		{LockDuration: time.Hour, MaxLockDuration: time.Minute},
 		{EmailLimit: -2},
+		{EmailLimit: 5},                 // one IP could trip it alone
+		{MaxFailures: 8, EmailLimit: 6}, // likewise
 		{IPLimit: -5},
 		{IPv6Prefix: 129},
 	} {

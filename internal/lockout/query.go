@@ -85,7 +85,7 @@ func buildQueries(p Policy) queries {
 		ELSE a."lockedUntil" END`, active, whileLocked, n, max, dur(n), reset)
 	set := `"failuresCount" = ` + n + `,
 		"lockedUntil" = ` + lockedUntil + `,
-		"lastAttemptAt" = {now}::timestamp(3),
+		"lastAttemptAt" = GREATEST(a."lastAttemptAt", {now}::timestamp(3)),
 		"updatedAt" = {now}::timestamp(3)`
 	// A new row has a count of 1: locked at once only when MaxFailures is 1.
 	firstLock := `NULL::timestamp(3)`

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -252,31 +251,42 @@ func (r *failureRow) dest() []any {
 // RecordSuccess resets the (email, ip) counter and lifts its lock after a
 // successful login. It writes nothing when there is nothing to reset.
 func (s *Service) RecordSuccess(ctx context.Context, email, ip string) error {
-	_, err := s.reset(ctx, "record success", email, ip)
+	_, err := s.reset(ctx, "record success", email, s.normalizeIP(ip))
 	return err
 }
 
 // UnlockPair lifts the lock and resets the counter of one (email, ip) pair;
-// an empty ip means the pair with an unknown IP. It returns the number of
-// rows changed.
+// an empty ip means the pair with an unknown IP. ip may also be a key as
+// [Service.Status] shows it ("2001:db8:1:2::/64"). It returns the number of
+// rows changed, or an error wrapping [ErrInvalidIP] when a non-empty ip
+// does not name one key.
 func (s *Service) UnlockPair(ctx context.Context, email, ip string) (int64, error) {
-	n, err := s.reset(ctx, "unlock", email, ip)
+	var addr *string
+	if strings.TrimSpace(ip) != "" {
+		key, err := s.operatorIP("unlock", ip)
+		if err != nil {
+			return 0, err
+		}
+		addr = &key
+	}
+	n, err := s.reset(ctx, "unlock", email, addr)
 	if err == nil && n > 0 {
 		e, _ := NormalizeEmail(email) // reset succeeded, so it normalises
 		s.log.LogAttrs(ctx, slog.LevelInfo, "lockout: unlocked",
-			slog.String("email", e), slog.String("ip", deref(s.normalizeIP(ip))), slog.Int64("rows", n))
+			slog.String("email", e), slog.String("ip", deref(addr)), slog.Int64("rows", n))
 	}
 	return n, err
 }
 
-func (s *Service) reset(ctx context.Context, op, email, ip string) (int64, error) {
+// reset clears the pair (email, addr); a nil addr is the unknown IP.
+func (s *Service) reset(ctx context.Context, op, email string, addr *string) (int64, error) {
 	e, err := NormalizeEmail(email)
 	if err != nil {
 		return 0, fmt.Errorf("lockout: %s: %w", op, err)
 	}
 	now, _ := s.clock()
 	var res sql.Result
-	if addr := s.normalizeIP(ip); addr != nil {
+	if addr != nil {
 		res, err = s.db.ExecContext(ctx, s.q.success, e, *addr, now)
 	} else {
 		res, err = s.db.ExecContext(ctx, s.q.successNull, e, now)
@@ -303,20 +313,19 @@ func (s *Service) UnlockEmail(ctx context.Context, email string) (int64, error) 
 // UnlockIP lifts the locks and resets the counters of ip (its IPv6 prefix)
 // over all emails, which also lifts its per-IP limit. ip may also be a key
 // as [Service.Status] shows it ("2001:db8:1:2::/64"). It returns the rows
-// changed, or an error wrapping [ErrInvalidIP] when ip does not parse.
+// changed, or an error wrapping [ErrInvalidIP] when ip does not name one
+// key (an unparsable address, or a prefix wider or narrower than the
+// policy's).
 func (s *Service) UnlockIP(ctx context.Context, ip string) (int64, error) {
-	if p, err := netip.ParsePrefix(strings.TrimSpace(ip)); err == nil {
-		ip = p.Addr().String()
-	}
-	addr := s.normalizeIP(ip)
-	if addr == nil {
-		return 0, fmt.Errorf("lockout: unlock ip %q: %w", ip, ErrInvalidIP)
+	addr, err := s.operatorIP("unlock ip", ip)
+	if err != nil {
+		return 0, err
 	}
 	now, _ := s.clock()
-	res, err := s.db.ExecContext(ctx, s.q.unlockIP, *addr, now)
+	res, err := s.db.ExecContext(ctx, s.q.unlockIP, addr, now)
 	n, err := affected("unlock ip", res, err)
 	if err == nil && n > 0 {
-		s.log.LogAttrs(ctx, slog.LevelInfo, "lockout: unlocked", slog.String("ip", *addr), slog.Int64("rows", n))
+		s.log.LogAttrs(ctx, slog.LevelInfo, "lockout: unlocked", slog.String("ip", addr), slog.Int64("rows", n))
 	}
 	return n, err
 }

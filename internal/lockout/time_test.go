@@ -57,3 +57,26 @@ func TestTimesAreUTCMillis(t *testing.T) {
 	assert.Equal(t, time.Millisecond, d.Until.Sub(clk.Now().UTC().Truncate(time.Millisecond)))
 	assert.Equal(t, time.Second, d.RetryAfter, "rounded up to the second")
 }
+
+// An instance whose clock is behind (or a failure that waited for the row
+// lock after reading the clock) never moves lastAttemptAt back, which
+// would shorten the window the failures count in.
+func TestLastAttemptNeverMovesBack(t *testing.T) {
+	t.Parallel()
+	ahead, db, clk := newService(t, lockout.Config{})
+	clk.Add(time.Minute)
+	behindClock := newClock()
+	behind, err := lockout.New(db, lockout.Config{Now: behindClock.Now, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	ctx := context.Background()
+	for _, ip := range []string{"192.0.2.1", ""} {
+		_, err = ahead.RecordFailure(ctx, ann, ip)
+		require.NoError(t, err)
+		d, err := behind.RecordFailure(ctx, ann, ip)
+		require.NoError(t, err)
+		assert.Equal(t, 2, d.Failures, "counted on the same row")
+	}
+	for _, r := range rows(t, db) {
+		assert.Equal(t, clk.Now().UTC().Truncate(time.Millisecond), r.Last.UTC(), "ip %v", r.IP)
+	}
+}
