@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -300,4 +302,106 @@ func withParam(t *testing.T, raw, key, value string) string {
 	q.Set(key, value)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// A file that failed and rolled back is fixed, re-hashed and applied again,
+// with more statements than before or fewer: its revision is then the
+// fixed file's, and later runs find nothing to do.
+func TestApplyFixedFileAfterFailure(t *testing.T) {
+	t.Parallel()
+	const bad = "20260201000000_broken.sql"
+	for name, fixed := range map[string]string{
+		"more statements":  "CREATE TABLE \"t1\" (\"id\" text);\nCREATE TABLE \"t2\" (\"id\" text);\nCREATE TABLE \"t3\" (\"id\" text);\n",
+		"fewer statements": "CREATE TABLE \"t1\" (\"id\" text);\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			url := pgtest.EmptyURL(t)
+			dir := migrationsDir(t, map[string]string{
+				bad: "CREATE TABLE \"t1\" (\"id\" text);\nALTER TABLE \"no_such_table\" ADD COLUMN \"x\" integer;\n",
+			})
+			r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+			require.Equal(t, exitFail, r.code, r.stdout+r.stderr)
+
+			require.NoError(t, os.WriteFile(filepath.Join(dir, bad), []byte(fixed), 0o644))
+			require.Equal(t, exitOK, dbctl(t, "migrate", "hash", "--dir", dir).code)
+			r = dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+			require.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+			assert.Contains(t, r.stdout, "Applied "+bad)
+
+			ld, err := migrate.NewLocalDir(dir)
+			require.NoError(t, err)
+			sum, err := ld.Checksum()
+			require.NoError(t, err)
+			hash, err := sum.SumByName(bad)
+			require.NoError(t, err)
+			n := strings.Count(fixed, ";")
+			revs := revisions(t, pgtest.Open(t, url), "atlas_schema_revisions")
+			require.Len(t, revs, 2)
+			assert.Equal(t, revision{
+				Version: "20260201000000", Description: "broken", Hash: hash, Operator: migration.OperatorVersion,
+				Type: int(migrate.RevisionTypeExecute), Applied: n, Total: n,
+			}, revs[1])
+
+			r = dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+			require.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+			assert.Contains(t, r.stdout, "No pending migrations")
+			r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
+			assert.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+		})
+	}
+}
+
+// A file that fails again after an edit records the edited file's total,
+// hash and error.
+func TestApplyFailsAgainAfterEdit(t *testing.T) {
+	t.Parallel()
+	const bad = "20260201000000_broken.sql"
+	url := pgtest.EmptyURL(t)
+	dir := migrationsDir(t, map[string]string{
+		bad: "ALTER TABLE \"no_such_table\" ADD COLUMN \"x\" integer;\n",
+	})
+	require.Equal(t, exitFail, dbctl(t, "migrate", "apply", "--url", url, "--dir", dir).code)
+
+	edited := "CREATE TABLE \"t1\" (\"id\" text);\nCREATE TABLE \"t2\" (\"id\" text);\nALTER TABLE \"still_missing\" ADD COLUMN \"x\" integer;\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, bad), []byte(edited), 0o644))
+	require.Equal(t, exitOK, dbctl(t, "migrate", "hash", "--dir", dir).code)
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+	require.Equal(t, exitFail, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stderr, `relation "still_missing" does not exist`)
+
+	ld, err := migrate.NewLocalDir(dir)
+	require.NoError(t, err)
+	sum, err := ld.Checksum()
+	require.NoError(t, err)
+	hash, err := sum.SumByName(bad)
+	require.NoError(t, err)
+	revs := revisions(t, pgtest.Open(t, url), "atlas_schema_revisions")
+	require.Len(t, revs, 2)
+	assert.Equal(t, hash, revs[1].Hash)
+	assert.Equal(t, 0, revs[1].Applied)
+	assert.Equal(t, 3, revs[1].Total)
+	assert.Contains(t, revs[1].Error.String, "still_missing")
+
+	r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
+	assert.Equal(t, exitFailed, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "Failed: "+bad+" (0 of 3 statements applied)")
+}
+
+// A revision recording statements applied without their hashes, as an
+// earlier dbctl could leave it, stops apply with one line instead of a
+// crash in the executor.
+func TestApplyUnresumableRevision(t *testing.T) {
+	t.Parallel()
+	url := pgtest.EmptyURL(t)
+	dir := migrationsDir(t, map[string]string{later: "SELECT 1;\nSELECT 2;\n"})
+	require.Equal(t, exitOK, dbctl(t, "migrate", "apply", "--url", url, "--dir", dir).code)
+	_, err := pgtest.Open(t, url).Exec(`UPDATE atlas_schema_revisions.atlas_schema_revisions
+		SET applied = 3, total = 2, partial_hashes = NULL WHERE version = '20260301000000'`)
+	require.NoError(t, err)
+
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+	assert.Equal(t, exitFail, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stderr, "revision 20260301000000 records 3 of 2 statements applied but not which")
+	assert.Equal(t, 1, lines(r.stderr), "%q", r.stderr)
 }
