@@ -405,3 +405,41 @@ func TestApplyUnresumableRevision(t *testing.T) {
 	assert.Contains(t, r.stderr, "revision 20260301000000 records 3 of 2 statements applied but not which")
 	assert.Equal(t, 1, lines(r.stderr), "%q", r.stderr)
 }
+
+// No command echoes a password from --url or --dev-url, whether in the
+// user info, a password= parameter or a key=value connection string.
+func TestErrorsNeverEchoPasswords(t *testing.T) {
+	t.Parallel()
+	const secret = "S3cretPW"
+	keyValue := "host=127.0.0.1 port=1 user=app password=" + secret + " dbname=klozd"
+	admin, err := url.Parse(devURL(t))
+	require.NoError(t, err)
+	admin.User = url.User("no_such_role")
+	badDev := withParam(t, admin.String(), "password", secret)
+	dir := "../../migrations"
+	for _, args := range [][]string{
+		{"migrate", "status", "--url", keyValue, "--dir", dir},
+		{"migrate", "apply", "--url", keyValue, "--dir", dir},
+		{"migrate", "reset", "--url", keyValue, "--dir", dir, "--force", "--yes"},
+		{"gc", "--url", keyValue},
+		{"drift", "--url", keyValue, "--dir", dir},
+		{"drift", "--dev-url", badDev, "--dir", dir},
+		{"migrate", "lint", "--dev-url", badDev, "--dir", dir},
+		{"migrate", "new", "--dev-url", badDev, "--dir", dir, "x"},
+	} {
+		r := dbctl(t, args...)
+		assert.Equal(t, exitUsage, r.code, "%v: %s", args, r.stdout+r.stderr)
+		assert.NotContains(t, r.stdout+r.stderr, secret, "%v", args)
+		assert.Equal(t, 1, lines(r.stderr), "%v: %q", args, r.stderr)
+		if strings.Contains(strings.Join(args, " "), keyValue) {
+			assert.Contains(t, r.stderr, "not a postgres:// URL", "%v", args)
+		}
+	}
+
+	// A Prisma database adopted with a dev server that refuses the role.
+	prisma := prismaDB(t)
+	r := dbctl(t, "migrate", "apply", "--url", prisma, "--dir", dir, "--dev-url", badDev)
+	assert.Equal(t, exitUsage, r.code, r.stdout+r.stderr)
+	assert.NotContains(t, r.stdout+r.stderr, secret)
+	assert.Contains(t, r.stderr, "no_such_role")
+}

@@ -47,7 +47,7 @@ func Connect(ctx context.Context, rawURL string) (*Server, error) {
 	}
 	if err != nil {
 		s.Close()
-		return nil, fmt.Errorf("devdb: connect to dev server %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("devdb: connect to dev server %s: %w", database.Redact(rawURL), err)
 	}
 	return s, nil
 }
