@@ -487,3 +487,17 @@ func TestPrismaAdoptionRefusesCollationAndIdentity(t *testing.T) {
 		}
 	}
 }
+
+// The Atlas CLI's identifier row is not an unknown version.
+func TestStatusIgnoresCloudIdentifier(t *testing.T) {
+	t.Parallel()
+	url := pgtest.EmptyURL(t)
+	require.Equal(t, exitOK, dbctl(t, "migrate", "apply", "--url", url, "--dir", "../../migrations").code)
+	_, err := pgtest.Open(t, url).Exec(`INSERT INTO atlas_schema_revisions.atlas_schema_revisions
+		(version, description, executed_at, execution_time, hash, operator_version)
+		VALUES ('.atlas_cloud_identifier', '5b4b6a8e-2f0c-4d55-9c7e-0b8a3c1f2d41', now(), 0, '', 'Atlas CLI v0.38.0')`)
+	require.NoError(t, err)
+	r := dbctl(t, "migrate", "status", "--url", url, "--dir", "../../migrations")
+	assert.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+	assert.NotContains(t, r.stdout, "Unknown")
+}
