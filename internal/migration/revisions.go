@@ -160,7 +160,9 @@ func (r *Revisions) ReadRevision(ctx context.Context, version string) (*migrate.
 }
 
 // WriteRevision implements [migrate.RevisionReadWriter]: an upsert by
-// version. It refuses [CloudIdentifier].
+// version. As in the Atlas CLI's revisions schema, "description" and
+// "executed_at" are immutable: an update keeps the values of the first
+// write, when the file started. It refuses [CloudIdentifier].
 func (r *Revisions) WriteRevision(ctx context.Context, rev *migrate.Revision) error {
 	if rev.Version == CloudIdentifier {
 		return errCloudIdentifier
@@ -176,8 +178,8 @@ func (r *Revisions) WriteRevision(ctx context.Context, rev *migrate.Revision) er
 	_, err := r.db.ExecContext(ctx, `INSERT INTO `+r.table()+` (`+revisionColumns+`)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT ("version") DO UPDATE SET
-	"description" = excluded."description", "type" = excluded."type", "applied" = excluded."applied",
-	"total" = excluded."total", "executed_at" = excluded."executed_at", "execution_time" = excluded."execution_time",
+	"type" = excluded."type", "applied" = excluded."applied",
+	"total" = excluded."total", "execution_time" = excluded."execution_time",
 	"error" = excluded."error", "error_stmt" = excluded."error_stmt", "hash" = excluded."hash",
 	"partial_hashes" = excluded."partial_hashes", "operator_version" = excluded."operator_version"`,
 		rev.Version, rev.Description, int64(rev.Type), rev.Applied, rev.Total, rev.ExecutedAt,
