@@ -424,6 +424,7 @@ func TestErrorsNeverEchoPasswords(t *testing.T) {
 		{"migrate", "reset", "--url", keyValue, "--dir", dir, "--force", "--yes"},
 		{"gc", "--url", keyValue},
 		{"drift", "--url", keyValue, "--dir", dir},
+		{"drift", "--dev-url", keyValue, "--dir", dir},
 		{"drift", "--dev-url", badDev, "--dir", dir},
 		{"migrate", "lint", "--dev-url", badDev, "--dir", dir},
 		{"migrate", "new", "--dev-url", badDev, "--dir", dir, "x"},
@@ -500,4 +501,16 @@ func TestStatusIgnoresCloudIdentifier(t *testing.T) {
 	r := dbctl(t, "migrate", "status", "--url", url, "--dir", "../../migrations")
 	assert.Equal(t, exitOK, r.code, r.stdout+r.stderr)
 	assert.NotContains(t, r.stdout, "Unknown")
+}
+
+// A local --dev-url without sslmode works as a local --url does.
+func TestDevURLWithoutSSLMode(t *testing.T) {
+	t.Parallel()
+	u, err := url.Parse(devURL(t))
+	require.NoError(t, err)
+	q := u.Query()
+	q.Del("sslmode")
+	u.RawQuery = q.Encode()
+	r := dbctl(t, "migrate", "lint", "--latest", "1", "--dir", "../../migrations", "--dev-url", u.String())
+	assert.Equal(t, exitOK, r.code, r.stdout+r.stderr)
 }
