@@ -514,3 +514,35 @@ func TestDevURLWithoutSSLMode(t *testing.T) {
 	r := dbctl(t, "migrate", "lint", "--latest", "1", "--dir", "../../migrations", "--dev-url", u.String())
 	assert.Equal(t, exitOK, r.code, r.stdout+r.stderr)
 }
+
+// A file older than the latest applied revision is reported by status and
+// --dry-run as apply treats it: refused, as a non-linear history.
+func TestOutOfOrderFile(t *testing.T) {
+	t.Parallel()
+	const between = "20260201000000_between.sql"
+	url := pgtest.EmptyURL(t)
+	applied := migrationsDir(t, map[string]string{later: "SELECT 1;\n"})
+	require.Equal(t, exitOK, dbctl(t, "migrate", "apply", "--url", url, "--dir", applied).code)
+	dir := migrationsDir(t, map[string]string{later: "SELECT 1;\n", between: "CREATE TABLE \"between\" (\"id\" text);\n"})
+
+	r := dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
+	assert.Equal(t, exitPending, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "Out of order: "+between)
+	assert.NotContains(t, r.stdout, "Pending: "+between)
+	assert.Contains(t, r.stdout, "added out of order")
+	r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir, "--json")
+	var st statusResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &st))
+	assert.Equal(t, []string{between}, st.OutOfOrder)
+	assert.Empty(t, st.Pending)
+
+	dry := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir, "--dry-run")
+	real := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+	for _, r := range []result{dry, real} {
+		assert.Equal(t, exitFail, r.code, r.stdout+r.stderr)
+		assert.Contains(t, r.stderr, "migration file "+between+" was added out of order")
+		assert.Equal(t, 1, lines(r.stderr), "%q", r.stderr)
+	}
+	assert.Equal(t, dry.stderr, real.stderr)
+	assert.False(t, tableExists(t, pgtest.Open(t, url), "public.between"))
+}
