@@ -35,7 +35,7 @@ migrate: dbctl ## apply pending migrations to DATABASE_URL, adopting a Prisma-mi
 	$(DBCTL) migrate apply
 
 .PHONY: status
-status: dbctl ## applied/pending/failed/unknown migrations of DATABASE_URL; exit 3/4/5 when not up to date (prisma migrate status)
+status: dbctl ## applied/pending/failed/unknown migrations of DATABASE_URL; make exits 2 when not up to date (bin/dbctl migrate status gives 3/4/5)
 	$(DBCTL) migrate status
 
 .PHONY: migrate-lint

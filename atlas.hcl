@@ -9,14 +9,17 @@
 //   atlas migrate lint     --env local --latest 1
 //   atlas migrate hash     --env local    # = dbctl migrate hash
 //
-// DEV_DATABASE_URL is an empty database Atlas may use and wipe, for example
-// "docker://postgres/15/dev?search_path=public" where Docker runs.
+// ATLAS_DEV_URL is the Atlas CLI's dev database: an empty database Atlas
+// may use and wipe, for example "docker://postgres/15/dev?search_path=public"
+// where Docker runs. It is not DEV_DATABASE_URL, dbctl's --dev-url, which
+// names a server (its maintenance database "postgres" will do) on which
+// dbctl creates and drops scratch databases of its own and wipes nothing.
 
 env "local" {
   // The database to migrate.
   url = getenv("DATABASE_URL")
   // A scratch database for replaying and diffing migrations.
-  dev = getenv("DEV_DATABASE_URL")
+  dev = getenv("ATLAS_DEV_URL")
   migration {
     dir = "file://migrations"
   }
@@ -31,7 +34,7 @@ env "local" {
 env "ent" {
   src = "ent://ent/schema"
   url = getenv("DATABASE_URL")
-  dev = getenv("DEV_DATABASE_URL")
+  dev = getenv("ATLAS_DEV_URL")
   migration {
     dir = "file://migrations"
   }

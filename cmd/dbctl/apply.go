@@ -154,6 +154,10 @@ func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 
 	if *dryRun {
+		// What apply would stop at.
+		if err := st.NonLinear(); err != nil {
+			return fail(err)
+		}
 		pending, err := pendingFiles(dir, st, res.Baseline)
 		if err != nil {
 			return fail(err)

@@ -2,7 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -300,4 +303,246 @@ func withParam(t *testing.T, raw, key, value string) string {
 	q.Set(key, value)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// A file that failed and rolled back is fixed, re-hashed and applied again,
+// with more statements than before or fewer: its revision is then the
+// fixed file's, and later runs find nothing to do.
+func TestApplyFixedFileAfterFailure(t *testing.T) {
+	t.Parallel()
+	const bad = "20260201000000_broken.sql"
+	for name, fixed := range map[string]string{
+		"more statements":  "CREATE TABLE \"t1\" (\"id\" text);\nCREATE TABLE \"t2\" (\"id\" text);\nCREATE TABLE \"t3\" (\"id\" text);\n",
+		"fewer statements": "CREATE TABLE \"t1\" (\"id\" text);\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			url := pgtest.EmptyURL(t)
+			dir := migrationsDir(t, map[string]string{
+				bad: "CREATE TABLE \"t1\" (\"id\" text);\nALTER TABLE \"no_such_table\" ADD COLUMN \"x\" integer;\n",
+			})
+			r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+			require.Equal(t, exitFail, r.code, r.stdout+r.stderr)
+
+			require.NoError(t, os.WriteFile(filepath.Join(dir, bad), []byte(fixed), 0o644))
+			require.Equal(t, exitOK, dbctl(t, "migrate", "hash", "--dir", dir).code)
+			r = dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+			require.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+			assert.Contains(t, r.stdout, "Applied "+bad)
+
+			ld, err := migrate.NewLocalDir(dir)
+			require.NoError(t, err)
+			sum, err := ld.Checksum()
+			require.NoError(t, err)
+			hash, err := sum.SumByName(bad)
+			require.NoError(t, err)
+			n := strings.Count(fixed, ";")
+			revs := revisions(t, pgtest.Open(t, url), "atlas_schema_revisions")
+			require.Len(t, revs, 2)
+			assert.Equal(t, revision{
+				Version: "20260201000000", Description: "broken", Hash: hash, Operator: migration.OperatorVersion,
+				Type: int(migrate.RevisionTypeExecute), Applied: n, Total: n,
+			}, revs[1])
+
+			r = dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+			require.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+			assert.Contains(t, r.stdout, "No pending migrations")
+			r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
+			assert.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+		})
+	}
+}
+
+// A file that fails again after an edit records the edited file's total,
+// hash and error.
+func TestApplyFailsAgainAfterEdit(t *testing.T) {
+	t.Parallel()
+	const bad = "20260201000000_broken.sql"
+	url := pgtest.EmptyURL(t)
+	dir := migrationsDir(t, map[string]string{
+		bad: "ALTER TABLE \"no_such_table\" ADD COLUMN \"x\" integer;\n",
+	})
+	require.Equal(t, exitFail, dbctl(t, "migrate", "apply", "--url", url, "--dir", dir).code)
+
+	edited := "CREATE TABLE \"t1\" (\"id\" text);\nCREATE TABLE \"t2\" (\"id\" text);\nALTER TABLE \"still_missing\" ADD COLUMN \"x\" integer;\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, bad), []byte(edited), 0o644))
+	require.Equal(t, exitOK, dbctl(t, "migrate", "hash", "--dir", dir).code)
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+	require.Equal(t, exitFail, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stderr, `relation "still_missing" does not exist`)
+
+	ld, err := migrate.NewLocalDir(dir)
+	require.NoError(t, err)
+	sum, err := ld.Checksum()
+	require.NoError(t, err)
+	hash, err := sum.SumByName(bad)
+	require.NoError(t, err)
+	revs := revisions(t, pgtest.Open(t, url), "atlas_schema_revisions")
+	require.Len(t, revs, 2)
+	assert.Equal(t, hash, revs[1].Hash)
+	assert.Equal(t, 0, revs[1].Applied)
+	assert.Equal(t, 3, revs[1].Total)
+	assert.Contains(t, revs[1].Error.String, "still_missing")
+
+	r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
+	assert.Equal(t, exitFailed, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "Failed: "+bad+" (0 of 3 statements applied)")
+}
+
+// A revision recording statements applied without their hashes, as an
+// earlier dbctl could leave it, stops apply with one line instead of a
+// crash in the executor.
+func TestApplyUnresumableRevision(t *testing.T) {
+	t.Parallel()
+	url := pgtest.EmptyURL(t)
+	dir := migrationsDir(t, map[string]string{later: "SELECT 1;\nSELECT 2;\n"})
+	require.Equal(t, exitOK, dbctl(t, "migrate", "apply", "--url", url, "--dir", dir).code)
+	_, err := pgtest.Open(t, url).Exec(`UPDATE atlas_schema_revisions.atlas_schema_revisions
+		SET applied = 3, total = 2, partial_hashes = NULL WHERE version = '20260301000000'`)
+	require.NoError(t, err)
+
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+	assert.Equal(t, exitFail, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stderr, "revision 20260301000000 records 3 of 2 statements applied but not which")
+	assert.Equal(t, 1, lines(r.stderr), "%q", r.stderr)
+}
+
+// No command echoes a password from --url or --dev-url, whether in the
+// user info, a password= parameter or a key=value connection string.
+func TestErrorsNeverEchoPasswords(t *testing.T) {
+	t.Parallel()
+	const secret = "S3cretPW"
+	keyValue := "host=127.0.0.1 port=1 user=app password=" + secret + " dbname=klozd"
+	admin, err := url.Parse(devURL(t))
+	require.NoError(t, err)
+	admin.User = url.User("no_such_role")
+	badDev := withParam(t, admin.String(), "password", secret)
+	dir := "../../migrations"
+	for _, args := range [][]string{
+		{"migrate", "status", "--url", keyValue, "--dir", dir},
+		{"migrate", "apply", "--url", keyValue, "--dir", dir},
+		{"migrate", "reset", "--url", keyValue, "--dir", dir, "--force", "--yes"},
+		{"gc", "--url", keyValue},
+		{"drift", "--url", keyValue, "--dir", dir},
+		{"drift", "--dev-url", keyValue, "--dir", dir},
+		{"drift", "--dev-url", badDev, "--dir", dir},
+		{"migrate", "lint", "--dev-url", badDev, "--dir", dir},
+		{"migrate", "new", "--dev-url", badDev, "--dir", dir, "x"},
+	} {
+		r := dbctl(t, args...)
+		assert.Equal(t, exitUsage, r.code, "%v: %s", args, r.stdout+r.stderr)
+		assert.NotContains(t, r.stdout+r.stderr, secret, "%v", args)
+		assert.Equal(t, 1, lines(r.stderr), "%v: %q", args, r.stderr)
+		if strings.Contains(strings.Join(args, " "), keyValue) {
+			assert.Contains(t, r.stderr, "not a postgres:// URL", "%v", args)
+		}
+	}
+
+	// A Prisma database adopted with a dev server that refuses the role.
+	prisma := prismaDB(t)
+	r := dbctl(t, "migrate", "apply", "--url", prisma, "--dir", dir, "--dev-url", badDev)
+	assert.Equal(t, exitUsage, r.code, r.stdout+r.stderr)
+	assert.NotContains(t, r.stdout+r.stderr, secret)
+	assert.Contains(t, r.stderr, "no_such_role")
+}
+
+// Adoption refuses a live schema that differs only in what Atlas's diff
+// ignores or cannot plan, on a plain URL and on a search_path URL.
+func TestPrismaAdoptionRefusesCollationAndIdentity(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct{ alter, want string }{
+		"collation": {`ALTER TABLE %s."auth_attempts" ALTER COLUMN "email" TYPE text COLLATE "C"`,
+			`column auth_attempts.email: collation is "C", expected the type's default`},
+		"identity": {`ALTER TABLE %s."idempotency_records" ALTER COLUMN "responseStatus" ADD GENERATED BY DEFAULT AS IDENTITY`,
+			"column idempotency_records.responseStatus: is GENERATED BY DEFAULT AS IDENTITY, expected not an identity column"},
+	} {
+		for _, schema := range []string{"public", "app"} {
+			t.Run(name+" in "+schema, func(t *testing.T) {
+				t.Parallel()
+				url := prismaDB(t)
+				db := pgtest.Open(t, url)
+				if schema != "public" {
+					_, err := db.Exec(`ALTER SCHEMA public RENAME TO ` + schema + `; CREATE SCHEMA public`)
+					require.NoError(t, err)
+					url = withParam(t, url, "search_path", schema)
+				}
+				_, err := db.Exec(fmt.Sprintf(tc.alter, schema))
+				require.NoError(t, err)
+				for _, dry := range []bool{true, false} {
+					args := []string{"migrate", "apply", "--url", url, "--dir", "../../migrations", "--dev-url", devURL(t)}
+					if dry {
+						args = append(args, "--dry-run")
+					}
+					r := dbctl(t, args...)
+					assert.Equal(t, exitFail, r.code, "dry run %v: %s", dry, r.stdout+r.stderr)
+					assert.Contains(t, r.stdout, tc.want)
+					assert.NotContains(t, r.stdout, "as the baseline")
+					assert.Contains(t, r.stderr, "refusing to baseline at "+spec.Version)
+				}
+				revs := "atlas_schema_revisions.atlas_schema_revisions"
+				if schema != "public" {
+					revs = schema + ".atlas_schema_revisions"
+				}
+				assert.False(t, tableExists(t, db, revs), "nothing recorded")
+			})
+		}
+	}
+}
+
+// The Atlas CLI's identifier row is not an unknown version.
+func TestStatusIgnoresCloudIdentifier(t *testing.T) {
+	t.Parallel()
+	url := pgtest.EmptyURL(t)
+	require.Equal(t, exitOK, dbctl(t, "migrate", "apply", "--url", url, "--dir", "../../migrations").code)
+	_, err := pgtest.Open(t, url).Exec(`INSERT INTO atlas_schema_revisions.atlas_schema_revisions
+		(version, description, executed_at, execution_time, hash, operator_version)
+		VALUES ('.atlas_cloud_identifier', '5b4b6a8e-2f0c-4d55-9c7e-0b8a3c1f2d41', now(), 0, '', 'Atlas CLI v0.38.0')`)
+	require.NoError(t, err)
+	r := dbctl(t, "migrate", "status", "--url", url, "--dir", "../../migrations")
+	assert.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+	assert.NotContains(t, r.stdout, "Unknown")
+}
+
+// A local --dev-url without sslmode works as a local --url does.
+func TestDevURLWithoutSSLMode(t *testing.T) {
+	t.Parallel()
+	u, err := url.Parse(devURL(t))
+	require.NoError(t, err)
+	q := u.Query()
+	q.Del("sslmode")
+	u.RawQuery = q.Encode()
+	r := dbctl(t, "migrate", "lint", "--latest", "1", "--dir", "../../migrations", "--dev-url", u.String())
+	assert.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+}
+
+// A file older than the latest applied revision is reported by status and
+// --dry-run as apply treats it: refused, as a non-linear history.
+func TestOutOfOrderFile(t *testing.T) {
+	t.Parallel()
+	const between = "20260201000000_between.sql"
+	url := pgtest.EmptyURL(t)
+	applied := migrationsDir(t, map[string]string{later: "SELECT 1;\n"})
+	require.Equal(t, exitOK, dbctl(t, "migrate", "apply", "--url", url, "--dir", applied).code)
+	dir := migrationsDir(t, map[string]string{later: "SELECT 1;\n", between: "CREATE TABLE \"between\" (\"id\" text);\n"})
+
+	r := dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
+	assert.Equal(t, exitPending, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "Out of order: "+between)
+	assert.NotContains(t, r.stdout, "Pending: "+between)
+	assert.Contains(t, r.stdout, "added out of order")
+	r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir, "--json")
+	var st statusResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &st))
+	assert.Equal(t, []string{between}, st.OutOfOrder)
+	assert.Empty(t, st.Pending)
+
+	dry := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir, "--dry-run")
+	real := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+	for _, r := range []result{dry, real} {
+		assert.Equal(t, exitFail, r.code, r.stdout+r.stderr)
+		assert.Contains(t, r.stderr, "migration file "+between+" was added out of order")
+		assert.Equal(t, 1, lines(r.stderr), "%q", r.stderr)
+	}
+	assert.Equal(t, dry.stderr, real.stderr)
+	assert.False(t, tableExists(t, pgtest.Open(t, url), "public.between"))
 }

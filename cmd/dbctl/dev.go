@@ -24,7 +24,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			"directory), creates the database klozd, applies all migrations and prints its URL. It runs\n"+
 			"until Ctrl-C or SIGTERM, then stops the server and removes its files. The data is not kept.\n"+
 			"Exit 0 stopped cleanly, 1 a failed migration, 2 no PostgreSQL binaries or bad usage.",
-		"export DATABASE_URL=$(dbctl dev | head -1)   # or run it in its own terminal", stderr)
+		"dbctl dev   # in its own terminal: it prints the URL and keeps running;\n"+
+			"  export DATABASE_URL='postgres://postgres@127.0.0.1:PORT/klozd?sslmode=disable'   # in another, the URL it printed", stderr)
 	dirPath := dirFlag(fs)
 	asJSON := fs.Bool("json", false, "print the URL and applied files as one JSON line")
 	if code, ok := parse(fs, args, stderr); !ok {

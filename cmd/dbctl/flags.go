@@ -120,6 +120,11 @@ func reachError(rawURL string, err error) error {
 }
 
 func devServer(ctx context.Context, devURL string) (*devdb.Server, error) {
+	if devURL != "" {
+		if _, err := database.DSN(devURL); err != nil {
+			return nil, fmt.Errorf("--dev-url: %w", err)
+		}
+	}
 	s, err := devdb.Connect(ctx, devURL)
 	if err != nil && devURL != "" {
 		return nil, reachError(devURL, err)

@@ -31,8 +31,8 @@
 //	0  success: in sync, applied, up to date, no lint errors
 //	1  failure: drift found, a failed migration, a refused baseline, a
 //	   destructive change without "-- atlas:nolint destructive", a file that
-//	   fails to replay in lint, a held lock, a failed gc purge; for migrate
-//	   status, the status could not be read
+//	   fails to replay in lint, a held lock, a failed gc purge, an internal
+//	   error; for migrate status, the status could not be read
 //	2  bad usage, unknown flag, unreachable database, bad credentials, an
 //	   unusable dev database
 //	3  migrate status: pending files
@@ -87,7 +87,8 @@ func commands() []command {
 	}
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+	defer recoverTo(stderr, &code)
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr, "dbctl", commands())
 		if len(args) == 0 {
@@ -102,6 +103,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "dbctl: unknown command %q (see dbctl -h)\n", args[0])
 	return exitUsage
+}
+
+// recoverTo turns a panic into one line on stderr and [exitFail], as any
+// other failure is reported. Call it deferred.
+func recoverTo(stderr io.Writer, code *int) {
+	if r := recover(); r != nil {
+		fmt.Fprintf(stderr, "dbctl: internal error: %s\n", oneLine(fmt.Sprint(r)))
+		*code = exitFail
+	}
 }
 
 func usage(w io.Writer, prefix string, cmds []command) {

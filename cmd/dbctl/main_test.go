@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"ariga.io/atlas/sql/migrate"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/klozd/api/internal/migration"
@@ -134,3 +135,13 @@ func prismaRows(t *testing.T, db *sql.DB) string {
 }
 
 func lines(s string) int { return strings.Count(strings.TrimRight(s, "\n"), "\n") + 1 }
+
+func TestPanicReportedInOneLine(t *testing.T) {
+	var errOut bytes.Buffer
+	code := func() (code int) {
+		defer recoverTo(&errOut, &code)
+		panic("index out of range\n\tgoroutine 1 [running]")
+	}()
+	assert.Equal(t, exitFail, code)
+	assert.Equal(t, "dbctl: internal error: index out of range goroutine 1 [running]\n", errOut.String())
+}

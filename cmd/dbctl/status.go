@@ -19,7 +19,8 @@ func runMigrateStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 	fs := newFlags(name,
 		"Compares the revisions recorded in the database with the migration directory: applied, pending,\n"+
 			"failed (an error or fewer statements applied than the file has) and unknown (in the database,\n"+
-			"not in the directory) versions. Changes nothing.\n"+
+			"not in the directory) versions, and files added out of order (older than the latest applied\n"+
+			"version: apply refuses them, as the Atlas CLI does, and they count as pending). Changes nothing.\n"+
 			"Exit 0 up to date, 3 pending files, 4 a failed revision, 5 unknown revisions (the highest\n"+
 			"wins), 1 the status could not be read, 2 bad usage or an unreachable database.",
 		"dbctl migrate status --url postgres://app@db:5432/klozd --json", stderr)
@@ -75,10 +76,18 @@ func runMigrateStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 	for _, p := range st.Pending {
 		fmt.Fprintf(stdout, "Pending: %s\n", p)
 	}
+	for _, o := range st.OutOfOrder {
+		fmt.Fprintf(stdout, "Out of order: %s is older than the latest applied version; apply refuses it\n", o)
+	}
 	switch res.State {
 	case migration.StateUpToDate:
 		fmt.Fprintln(stdout, "Database schema is up to date!")
 	case migration.StatePending:
+		if len(st.OutOfOrder) > 0 {
+			fmt.Fprintf(stdout, "%d migration(s) added out of order: give each a version after the latest applied one (rename it, then run dbctl migrate hash), then run dbctl migrate apply\n",
+				len(st.OutOfOrder))
+			break
+		}
 		fmt.Fprintf(stdout, "%d migration(s) not applied yet: run dbctl migrate apply\n", len(st.Pending))
 	case migration.StateFailed:
 		fmt.Fprintln(stdout, "A migration failed: fix the file (and run dbctl migrate hash), then run dbctl migrate apply")

@@ -123,8 +123,8 @@ func (e *MismatchError) Error() string {
 
 // Verify applies the files of dir up to and including version to a scratch
 // database on dev and compares its public schema with liveSchema (default
-// "public") of live, by catalog and, when both are "public", by Atlas. It
-// returns a [*MismatchError] listing the differences when they differ.
+// "public") of live, by catalog and by Atlas ([drift.Compare]). It returns
+// a [*MismatchError] listing the differences when they differ.
 func Verify(ctx context.Context, live *sql.DB, liveSchema string, dir migrate.Dir, version string, dev *devdb.Server) error {
 	if liveSchema == "" {
 		liveSchema = "public"

@@ -26,8 +26,10 @@ import (
 // DSN returns rawURL with timezone=UTC set, overriding any other time zone.
 // It accepts postgres:// and postgresql:// URLs.
 func DSN(rawURL string) (string, error) {
-	if !strings.HasPrefix(rawURL, "postgres://") && !strings.HasPrefix(rawURL, "postgresql://") {
-		return "", fmt.Errorf("database: %q is not a postgres:// URL", redact(rawURL))
+	if !isPostgresURL(rawURL) {
+		// Not echoed: a key=value connection string holds its password in
+		// plain text.
+		return "", errors.New("database: the database URL is not a postgres:// URL (postgres://user:password@host:5432/dbname)")
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -127,9 +129,31 @@ func ParseError(err error) error {
 	return err
 }
 
-func redact(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
+// Redact returns rawURL fit for a message: the password of the user info
+// and of password= and sslpassword= parameters replaced by "xxxxx". A
+// string that is not a postgres:// URL is not echoed at all.
+func Redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || !isPostgresURL(rawURL) {
+		return "<not a postgres:// URL>"
 	}
-	return "<unparsable>"
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	q := u.Query()
+	secret := false
+	for k := range q {
+		if k == "password" || k == "sslpassword" {
+			q.Set(k, "xxxxx")
+			secret = true
+		}
+	}
+	if secret {
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+func isPostgresURL(raw string) bool {
+	return strings.HasPrefix(raw, "postgres://") || strings.HasPrefix(raw, "postgresql://")
 }

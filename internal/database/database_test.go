@@ -20,7 +20,7 @@ func TestDSN(t *testing.T) {
 	for _, tc := range []struct{ in, want, err string }{
 		{in: "postgres://u@localhost/db", want: "postgres://u@localhost/db?sslmode=disable&timezone=UTC"},
 		{in: "postgresql://u@db.internal:5432/db?timezone=Europe%2FParis", want: "postgresql://u@db.internal:5432/db?timezone=UTC"},
-		{in: "host=localhost dbname=x", err: "is not a postgres:// URL"},
+		{in: "host=localhost dbname=x password=secret", err: "is not a postgres:// URL"},
 		{in: "postgres://u:secret@[::1/x", err: "parse URL: missing ']' in host"},
 	} {
 		got, err := database.DSN(tc.in)
@@ -53,4 +53,17 @@ func TestConfigSetsSessionLimits(t *testing.T) {
 	var pqErr *pq.Error
 	require.True(t, errors.As(err, &pqErr), "got %v", err)
 	assert.Equal(t, pq.ErrorCode("57014"), pqErr.Code, "statement_timeout cancelled the statement")
+}
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://app:S3cretPW@db:5432/klozd":                     "postgres://app:xxxxx@db:5432/klozd",
+		"postgres://app@db/klozd?password=S3cretPW&sslmode=require": "postgres://app@db/klozd?password=xxxxx&sslmode=require",
+		"postgresql://app@db/klozd?sslpassword=S3cretPW":            "postgresql://app@db/klozd?sslpassword=xxxxx",
+		"postgres://app@db/klozd?sslmode=disable":                   "postgres://app@db/klozd?sslmode=disable",
+		"host=db user=app password=S3cretPW dbname=klozd":           "<not a postgres:// URL>",
+		"postgres://app:S3cretPW@[::1/x":                            "<not a postgres:// URL>",
+	} {
+		assert.Equal(t, want, database.Redact(in), in)
+	}
 }

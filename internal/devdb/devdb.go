@@ -24,8 +24,9 @@ type Server struct {
 	cluster *pgcluster.Cluster
 }
 
-// Connect uses the server of rawURL, which needs the CREATEDB privilege, or
-// with an empty rawURL starts a throwaway local cluster (see [pgcluster]).
+// Connect uses the server of rawURL, a postgres:// URL taken as
+// [database.DSN] takes it, which needs the CREATEDB privilege, or with an
+// empty rawURL starts a throwaway local cluster (see [pgcluster]).
 func Connect(ctx context.Context, rawURL string) (*Server, error) {
 	s := &Server{}
 	if rawURL == "" {
@@ -36,18 +37,23 @@ func Connect(ctx context.Context, rawURL string) (*Server, error) {
 		s.cluster = c
 		rawURL = c.URL("postgres")
 	}
-	u, err := url.Parse(rawURL)
+	// The settings of every other connection: TLS off for a local host
+	// unless the URL says otherwise, sessions in UTC.
+	dsn, err := database.DSN(rawURL)
 	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("devdb: dev URL: %w", err)
+	}
+	if s.url, err = url.Parse(dsn); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("devdb: parse dev URL: %w", database.ParseError(err))
 	}
-	s.url = u
-	if s.db, err = sql.Open("postgres", rawURL); err == nil {
+	if s.db, err = sql.Open("postgres", dsn); err == nil {
 		err = s.db.PingContext(ctx)
 	}
 	if err != nil {
 		s.Close()
-		return nil, fmt.Errorf("devdb: connect to dev server %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("devdb: connect to dev server %s: %w", database.Redact(rawURL), err)
 	}
 	return s, nil
 }

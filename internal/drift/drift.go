@@ -124,7 +124,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 }
 
 // Compare lists how the schema gotSchema in got differs from wantSchema in
-// want: by the catalog comparison, then by Atlas's diff in both directions.
+// want (default "public" for either, and the names may differ): by the
+// catalog comparison, then by Atlas's diff in both directions. When Atlas
+// cannot diff or plan a change the catalog comparison has already found,
+// the catalog's differences are returned with a line saying so; an Atlas
+// error on schemas the catalog finds equal is returned as an error.
 func Compare(ctx context.Context, want, got *sql.DB, wantSchema, gotSchema string) ([]string, error) {
 	ws, err := schemadiff.Inspect(ctx, want, wantSchema)
 	if err != nil {
@@ -138,24 +142,36 @@ func Compare(ctx context.Context, want, got *sql.DB, wantSchema, gotSchema strin
 	for _, d := range schemadiff.Compare(ws, gs) {
 		out = append(out, d.String())
 	}
-	if wantSchema == gotSchema || wantSchema == "" || gotSchema == "" {
-		toWant, err := schemadiff.AtlasDiff(ctx, got, want, wantSchema)
-		if err != nil {
-			return nil, err
-		}
-		for _, s := range toWant {
-			out = append(out, "atlas: to reach the expected schema: "+s)
-		}
-		fromWant, err := schemadiff.AtlasDiff(ctx, want, got, wantSchema)
-		if err != nil {
-			return nil, err
-		}
-		for _, s := range fromWant {
-			out = append(out, "atlas: the expected schema differs by: "+s)
-		}
+	atlas, err := atlasDiff(ctx, want, got, wantSchema, gotSchema)
+	switch {
+	case err != nil && len(out) > 0:
+		return append(out, "atlas: could not compare the schemas past the differences above: "+oneLine(err.Error())), nil
+	case err != nil:
+		return nil, err
+	}
+	return append(out, atlas...), nil
+}
+
+func atlasDiff(ctx context.Context, want, got *sql.DB, wantSchema, gotSchema string) ([]string, error) {
+	var out []string
+	toWant, err := schemadiff.AtlasDiff(ctx, got, want, gotSchema, wantSchema)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range toWant {
+		out = append(out, "atlas: to reach the expected schema: "+s)
+	}
+	fromWant, err := schemadiff.AtlasDiff(ctx, want, got, wantSchema, gotSchema)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range fromWant {
+		out = append(out, "atlas: the expected schema differs by: "+s)
 	}
 	return out, nil
 }
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // entPending replays the directory on a scratch database and asks ent what
 // its schema would add; each statement is a change without a migration.

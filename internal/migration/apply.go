@@ -96,6 +96,11 @@ func Apply(ctx context.Context, db *sql.DB, dir migrate.Dir, opts ApplyOptions) 
 	if err != nil {
 		return nil, err
 	}
+	for _, r := range before {
+		if err := resumable(r); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Schema != "" {
 		drv = schemaBound{Driver: drv, schema: opts.Schema}
 	}
@@ -150,7 +155,16 @@ func applyFile(ctx context.Context, db *sql.DB, dir migrate.Dir, f migrate.File,
 	if err != nil {
 		return fmt.Errorf("migration: %s: %w", f.Name(), err)
 	}
-	ex, err := newExecutor(drv, dir, NewRevisions(tx, opts.RevisionsSchema), ApplyOptions{Logger: opts.Logger}, true)
+	txRevs := NewRevisions(tx, opts.RevisionsSchema)
+	// A revision recording a failed attempt that rolled back entirely
+	// describes the file as it was then: its total and hash are stale once
+	// the file is fixed, and the executor would resume from it with the
+	// new statements, leaving the old total behind. Start afresh, in the
+	// file's transaction, so that a new failure restores it.
+	if err := dropRolledBack(ctx, txRevs, f.Version()); err != nil {
+		return err
+	}
+	ex, err := newExecutor(drv, dir, txRevs, ApplyOptions{Logger: opts.Logger}, true)
 	if err != nil {
 		return err
 	}
@@ -174,7 +188,55 @@ func applyFile(ctx context.Context, db *sql.DB, dir migrate.Dir, f migrate.File,
 	return fe
 }
 
+// resumable returns an error for a revision the executor cannot continue:
+// one that records statements applied without their hashes, which it
+// checks before resuming a partially applied file.
+func resumable(r *migrate.Revision) error {
+	if r.Type.Has(migrate.RevisionTypeBaseline) || r.Applied == r.Total || r.Applied <= len(r.PartialHashes) {
+		return nil
+	}
+	return fmt.Errorf("migration: revision %s records %d of %d statements applied but not which, so it cannot be resumed: "+
+		"compare the database with the file, then correct or delete the row in %s", r.Version, r.Applied, r.Total, RevisionsTable)
+}
+
+// rolledBack reports whether rev records an attempt that failed and
+// applied nothing, as [recordFailure] writes it.
+func rolledBack(rev *migrate.Revision) bool {
+	return rev.Type == migrate.RevisionTypeExecute && rev.Applied == 0 && rev.Error != ""
+}
+
+// dropRolledBack deletes the revision of version when it is [rolledBack].
+func dropRolledBack(ctx context.Context, revs *Revisions, version string) error {
+	rev, err := revs.ReadRevision(ctx, version)
+	switch {
+	case errors.Is(err, migrate.ErrRevisionNotExist):
+		return nil
+	case err != nil:
+		return err
+	case rolledBack(rev):
+		return revs.DeleteRevision(ctx, version)
+	}
+	return nil
+}
+
+// recordFailure records the failed statement in the file's revision, after
+// its transaction was rolled back. A revision that statements of an earlier
+// run were recorded in (the Atlas CLI without a transaction) keeps its
+// progress and gains the error; otherwise the revision is the file's as it
+// is now, with nothing applied.
 func recordFailure(ctx context.Context, db *sql.DB, dir migrate.Dir, f migrate.File, se *migrate.StmtExecError, start time.Time, opts ApplyOptions) error {
+	ctx = context.WithoutCancel(ctx)
+	revs := NewRevisions(db, opts.RevisionsSchema)
+	prev, err := revs.ReadRevision(ctx, f.Version())
+	if err != nil && !errors.Is(err, migrate.ErrRevisionNotExist) {
+		return err
+	}
+	if err == nil && !rolledBack(prev) {
+		prev.Error, prev.ErrorStmt = se.Err.Error(), se.Stmt.Text
+		prev.ExecutionTime = time.Since(start)
+		prev.OperatorVersion = OperatorVersion
+		return revs.WriteRevision(ctx, prev)
+	}
 	sum, err := dir.Checksum()
 	if err != nil {
 		return fmt.Errorf("migration: %w", err)
@@ -187,7 +249,7 @@ func recordFailure(ctx context.Context, db *sql.DB, dir migrate.Dir, f migrate.F
 	if err != nil {
 		return fmt.Errorf("migration: %w", err)
 	}
-	return NewRevisions(db, opts.RevisionsSchema).WriteRevision(context.WithoutCancel(ctx), &migrate.Revision{
+	rev := &migrate.Revision{
 		Version:         f.Version(),
 		Description:     f.Desc(),
 		Type:            migrate.RevisionTypeExecute,
@@ -199,7 +261,28 @@ func recordFailure(ctx context.Context, db *sql.DB, dir migrate.Dir, f migrate.F
 		ErrorStmt:       se.Stmt.Text,
 		Hash:            hash,
 		OperatorVersion: OperatorVersion,
-	})
+	}
+	if prev == nil {
+		return revs.WriteRevision(ctx, rev)
+	}
+	// Replace the earlier failure's row whole: it describes the file as it
+	// was then.
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migration: record failure of %s: %w", f.Name(), err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	txRevs := NewRevisions(tx, opts.RevisionsSchema)
+	if err := txRevs.DeleteRevision(ctx, f.Version()); err != nil {
+		return err
+	}
+	if err := txRevs.WriteRevision(ctx, rev); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migration: record failure of %s: %w", f.Name(), err)
+	}
+	return nil
 }
 
 // schemaBound makes the first-run cleanliness check look at one schema, as

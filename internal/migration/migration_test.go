@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"sync"
 	"testing"
+	"time"
 
 	"ariga.io/atlas/sql/migrate"
 	"github.com/stretchr/testify/assert"
@@ -284,4 +285,70 @@ func atlasLockID() int64 {
 	h := fnv.New32()
 	h.Write([]byte("atlas_migrate_execute"))
 	return int64(h.Sum32())
+}
+
+// The Atlas CLI keeps its identifier in a row of the revisions table; it
+// is no revision, for status, apply or the read and write calls.
+func TestCloudIdentifierRowIsNoRevision(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.Open(t, pgtest.EmptyURL(t))
+	dir := dirWith(t, nil)
+	_, err := migration.Apply(ctx, db, dir, migration.ApplyOptions{})
+	require.NoError(t, err)
+	// As the CLI writes it.
+	_, err = db.Exec(`INSERT INTO atlas_schema_revisions.atlas_schema_revisions
+		(version, description, executed_at, execution_time, hash, operator_version)
+		VALUES ('.atlas_cloud_identifier', '5b4b6a8e-2f0c-4d55-9c7e-0b8a3c1f2d41', now(), 0, '', 'Atlas CLI v0.38.0')`)
+	require.NoError(t, err)
+
+	st, err := migration.ReadStatus(ctx, db, dir, "")
+	require.NoError(t, err)
+	assert.Equal(t, migration.StateUpToDate, st.State(), "%+v", st)
+	assert.Equal(t, 1, st.Revisions)
+
+	later := dirWith(t, map[string]string{"20260301000000_add_note.sql": "ALTER TABLE \"idempotency_records\" ADD COLUMN \"note\" text;\n"})
+	report, err := migration.Apply(ctx, db, later, migration.ApplyOptions{})
+	require.NoError(t, err)
+	require.Len(t, report.Applied, 1)
+
+	revs := migration.NewRevisions(db, "")
+	all, err := revs.ReadRevisions(ctx)
+	require.NoError(t, err)
+	require.Len(t, all, 2)
+	assert.Equal(t, spec.Version, all[0].Version)
+	_, err = revs.ReadRevision(ctx, migration.CloudIdentifier)
+	assert.ErrorContains(t, err, "identifier row, not a revision")
+	assert.ErrorContains(t, revs.WriteRevision(ctx, &migrate.Revision{Version: migration.CloudIdentifier}), "identifier row, not a revision")
+	assert.ErrorContains(t, revs.DeleteRevision(ctx, migration.CloudIdentifier), "identifier row, not a revision")
+	var desc string
+	require.NoError(t, db.QueryRow(`SELECT description FROM atlas_schema_revisions.atlas_schema_revisions WHERE version = '.atlas_cloud_identifier'`).Scan(&desc))
+	assert.Equal(t, "5b4b6a8e-2f0c-4d55-9c7e-0b8a3c1f2d41", desc, "the row is left as the CLI wrote it")
+}
+
+// As in the CLI's revisions schema, a revision's description and start time
+// are written once; the rest follows the latest write.
+func TestWriteRevisionKeepsDescriptionAndStart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.Open(t, pgtest.EmptyURL(t))
+	revs := migration.NewRevisions(db, "")
+	require.NoError(t, revs.Init(ctx))
+	start := time.Date(2026, 2, 1, 10, 0, 0, 0, time.UTC)
+	require.NoError(t, revs.WriteRevision(ctx, &migrate.Revision{
+		Version: "20260201000000", Description: "first", Type: migrate.RevisionTypeExecute, Total: 2,
+		ExecutedAt: start, Hash: "h1", OperatorVersion: "Atlas CLI v0.38.0",
+	}))
+	require.NoError(t, revs.WriteRevision(ctx, &migrate.Revision{
+		Version: "20260201000000", Description: "second", Type: migrate.RevisionTypeExecute, Applied: 2, Total: 2,
+		ExecutedAt: start.Add(time.Hour), ExecutionTime: time.Second, Hash: "h2", OperatorVersion: migration.OperatorVersion,
+	}))
+	got, err := revs.ReadRevision(ctx, "20260201000000")
+	require.NoError(t, err)
+	assert.Equal(t, "first", got.Description)
+	assert.True(t, got.ExecutedAt.Equal(start), "executed_at %v", got.ExecutedAt)
+	assert.Equal(t, 2, got.Applied)
+	assert.Equal(t, time.Second, got.ExecutionTime)
+	assert.Equal(t, "h2", got.Hash)
+	assert.Equal(t, migration.OperatorVersion, got.OperatorVersion)
 }

@@ -39,6 +39,14 @@ const revisionsDDL = `CREATE TABLE IF NOT EXISTS %[1]s.%[2]s (
 	PRIMARY KEY ("version")
 )`
 
+// CloudIdentifier is the version of the row in which the Atlas CLI keeps
+// the revisions table's identifier (a UUID in its description). It is not
+// a migration: reads leave it out, as the CLI's do, and it is never written.
+const CloudIdentifier = ".atlas_cloud_identifier"
+
+// errCloudIdentifier refuses to treat [CloudIdentifier] as a revision.
+var errCloudIdentifier = fmt.Errorf("migration: %s is the Atlas CLI's identifier row, not a revision", CloudIdentifier)
+
 // Revisions reads and writes the revisions table; it implements
 // [migrate.RevisionReadWriter] over a connection or a transaction.
 type Revisions struct {
@@ -100,12 +108,14 @@ func (r *Revisions) Ident() *migrate.TableIdent {
 const revisionColumns = `"version", "description", "type", "applied", "total", "executed_at", "execution_time", "error", "error_stmt", "hash", "partial_hashes", "operator_version"`
 
 // ReadRevisions implements [migrate.RevisionReadWriter]: all revisions by
-// version, none when the table does not exist yet.
+// version, none when the table does not exist yet. The
+// [CloudIdentifier] row is left out.
 func (r *Revisions) ReadRevisions(ctx context.Context) ([]*migrate.Revision, error) {
 	if ok, err := r.Exists(ctx); err != nil || !ok {
 		return nil, err
 	}
-	rows, err := r.db.QueryContext(ctx, `SELECT `+revisionColumns+` FROM `+r.table()+` ORDER BY "version"`)
+	rows, err := r.db.QueryContext(ctx, `SELECT `+revisionColumns+` FROM `+r.table()+
+		` WHERE "version" <> $1 ORDER BY "version"`, CloudIdentifier)
 	if err != nil {
 		return nil, fmt.Errorf("migration: read revisions: %w", err)
 	}
@@ -124,8 +134,12 @@ func (r *Revisions) ReadRevisions(ctx context.Context) ([]*migrate.Revision, err
 	return revs, nil
 }
 
-// ReadRevision implements [migrate.RevisionReadWriter].
+// ReadRevision implements [migrate.RevisionReadWriter]. It refuses
+// [CloudIdentifier].
 func (r *Revisions) ReadRevision(ctx context.Context, version string) (*migrate.Revision, error) {
+	if version == CloudIdentifier {
+		return nil, errCloudIdentifier
+	}
 	if ok, err := r.Exists(ctx); err != nil {
 		return nil, err
 	} else if !ok {
@@ -145,8 +159,14 @@ func (r *Revisions) ReadRevision(ctx context.Context, version string) (*migrate.
 	return scanRevision(rows)
 }
 
-// WriteRevision implements [migrate.RevisionReadWriter]: an upsert by version.
+// WriteRevision implements [migrate.RevisionReadWriter]: an upsert by
+// version. As in the Atlas CLI's revisions schema, "description" and
+// "executed_at" are immutable: an update keeps the values of the first
+// write, when the file started. It refuses [CloudIdentifier].
 func (r *Revisions) WriteRevision(ctx context.Context, rev *migrate.Revision) error {
+	if rev.Version == CloudIdentifier {
+		return errCloudIdentifier
+	}
 	var partial any
 	if rev.PartialHashes != nil {
 		b, err := json.Marshal(rev.PartialHashes)
@@ -158,8 +178,8 @@ func (r *Revisions) WriteRevision(ctx context.Context, rev *migrate.Revision) er
 	_, err := r.db.ExecContext(ctx, `INSERT INTO `+r.table()+` (`+revisionColumns+`)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT ("version") DO UPDATE SET
-	"description" = excluded."description", "type" = excluded."type", "applied" = excluded."applied",
-	"total" = excluded."total", "executed_at" = excluded."executed_at", "execution_time" = excluded."execution_time",
+	"type" = excluded."type", "applied" = excluded."applied",
+	"total" = excluded."total", "execution_time" = excluded."execution_time",
 	"error" = excluded."error", "error_stmt" = excluded."error_stmt", "hash" = excluded."hash",
 	"partial_hashes" = excluded."partial_hashes", "operator_version" = excluded."operator_version"`,
 		rev.Version, rev.Description, int64(rev.Type), rev.Applied, rev.Total, rev.ExecutedAt,
@@ -170,8 +190,12 @@ ON CONFLICT ("version") DO UPDATE SET
 	return nil
 }
 
-// DeleteRevision implements [migrate.RevisionReadWriter].
+// DeleteRevision implements [migrate.RevisionReadWriter]. It refuses
+// [CloudIdentifier].
 func (r *Revisions) DeleteRevision(ctx context.Context, version string) error {
+	if version == CloudIdentifier {
+		return errCloudIdentifier
+	}
 	if _, err := r.db.ExecContext(ctx, `DELETE FROM `+r.table()+` WHERE "version" = $1`, version); err != nil {
 		return fmt.Errorf("migration: delete revision %s: %w", version, err)
 	}

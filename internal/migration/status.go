@@ -12,8 +12,12 @@ import (
 type Status struct {
 	// Applied lists the versions fully applied, or covered by a baseline.
 	Applied []string `json:"applied"`
-	// Pending lists the files not applied yet, in order.
+	// Pending lists the files not applied yet that apply would run, in order.
 	Pending []string `json:"pending"`
+	// OutOfOrder lists the files not applied whose version is older than
+	// the latest revision: apply refuses them, as the Atlas CLI does (a
+	// non-linear history), until they are given a later version.
+	OutOfOrder []string `json:"out_of_order"`
 	// Failed lists the versions whose revision records an error or fewer
 	// statements applied than the file has.
 	Failed []FailedRevision `json:"failed"`
@@ -24,6 +28,17 @@ type Status struct {
 	Baseline string `json:"baseline,omitempty"`
 	// Revisions counts the rows of the revisions table.
 	Revisions int `json:"revisions"`
+
+	outOfOrder, pending []migrate.File
+}
+
+// NonLinear returns the error apply stops with when files are
+// [Status.OutOfOrder], or nil.
+func (s *Status) NonLinear() error {
+	if len(s.outOfOrder) == 0 {
+		return nil
+	}
+	return fmt.Errorf("migration: find pending files: %w", &migrate.HistoryNonLinearError{OutOfOrder: s.outOfOrder, Pending: s.pending})
 }
 
 // FailedRevision is a revision that did not complete.
@@ -47,14 +62,15 @@ const (
 // State sums the status up in one word, the most serious case winning:
 // [StateUnknown] when the database has versions the directory lacks, else
 // [StateFailed] when a revision failed, else [StatePending] when files are
-// not applied yet, else [StateUpToDate].
+// not applied yet (in order or not, as the Atlas CLI counts them), else
+// [StateUpToDate].
 func (s *Status) State() string {
 	switch {
 	case len(s.Unknown) > 0:
 		return StateUnknown
 	case len(s.Failed) > 0:
 		return StateFailed
-	case len(s.Pending) > 0:
+	case len(s.Pending) > 0 || len(s.OutOfOrder) > 0:
 		return StatePending
 	default:
 		return StateUpToDate
@@ -77,7 +93,14 @@ func ReadStatus(ctx context.Context, db schema.ExecQuerier, dir migrate.Dir, rev
 }
 
 func statusOf(revs []*migrate.Revision, files []migrate.File) *Status {
-	st := &Status{Applied: []string{}, Pending: []string{}, Failed: []FailedRevision{}, Unknown: []string{}, Revisions: len(revs)}
+	st := &Status{Applied: []string{}, Pending: []string{}, OutOfOrder: []string{}, Failed: []FailedRevision{}, Unknown: []string{}, Revisions: len(revs)}
+	// As the executor reads the history: a file older than the latest
+	// revision (and not older than the first) that is not recorded was
+	// added out of order.
+	var first, last string
+	if len(revs) > 0 {
+		first, last = revs[0].Version, revs[len(revs)-1].Version
+	}
 	byVersion := make(map[string]*migrate.Revision, len(revs))
 	for _, r := range revs {
 		byVersion[r.Version] = r
@@ -101,8 +124,12 @@ func statusOf(revs []*migrate.Revision, files []migrate.File) *Status {
 		case st.Baseline != "" && f.Version() <= st.Baseline:
 			// Covered by the baseline, as the Atlas CLI counts it.
 			st.Applied = append(st.Applied, f.Version())
+		case last != "" && f.Version() >= first && f.Version() < last:
+			st.OutOfOrder = append(st.OutOfOrder, f.Name())
+			st.outOfOrder = append(st.outOfOrder, f)
 		default:
 			st.Pending = append(st.Pending, f.Name())
+			st.pending = append(st.pending, f)
 		}
 	}
 	for _, r := range revs {

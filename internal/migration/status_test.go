@@ -17,6 +17,7 @@ func TestStatusState(t *testing.T) {
 	}{
 		{migration.Status{Applied: []string{"1"}}, migration.StateUpToDate},
 		{migration.Status{Pending: []string{"2_b.sql"}}, migration.StatePending},
+		{migration.Status{OutOfOrder: []string{"2_b.sql"}}, migration.StatePending},
 		{migration.Status{Pending: []string{"3_c.sql"}, Failed: failed}, migration.StateFailed},
 		{migration.Status{Pending: []string{"3_c.sql"}, Failed: failed, Unknown: []string{"9"}}, migration.StateUnknown},
 	} {

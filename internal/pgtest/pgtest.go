@@ -112,7 +112,7 @@ func start() (*Server, error) {
 		if s.Cluster != nil {
 			_ = s.Cluster.Stop()
 		}
-		return nil, fmt.Errorf("cannot connect to %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("cannot connect to %s: %w", database.Redact(raw), err)
 	}
 	return s, nil
 }

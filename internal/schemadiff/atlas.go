@@ -1,6 +1,7 @@
 package schemadiff
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -9,24 +10,29 @@ import (
 	"ariga.io/atlas/sql/schema"
 )
 
-// AtlasDiff inspects schemaName (default "public") in both databases with
-// the Atlas library and returns the statements Atlas would run to turn the
-// schema of from into the schema of to; none when Atlas sees no change.
-// [IgnoredTables] are left out. Atlas does not compare column order or the
-// names of primary-key constraints; [Compare] does.
-func AtlasDiff(ctx context.Context, from, to *sql.DB, schemaName string) ([]string, error) {
-	if schemaName == "" {
-		schemaName = "public"
-	}
-	fromDrv, fromSchema, err := inspect(ctx, from, schemaName)
+// AtlasDiff inspects fromSchema in from and toSchema in to (default
+// "public" for either) with the Atlas library and returns the statements
+// Atlas would run to turn the schema of from into the schema of to; none
+// when Atlas sees no change. The schemas are compared whatever their names:
+// the statements name fromSchema, and the schemas' own attributes (such as
+// a comment) are not compared. [IgnoredTables] are left out. Atlas does
+// not compare column order or the names of primary-key constraints;
+// [Compare] does.
+func AtlasDiff(ctx context.Context, from, to *sql.DB, fromSchema, toSchema string) ([]string, error) {
+	fromDrv, fromS, err := inspect(ctx, from, cmp.Or(fromSchema, "public"))
 	if err != nil {
 		return nil, err
 	}
-	_, toSchema, err := inspect(ctx, to, schemaName)
+	_, toS, err := inspect(ctx, to, cmp.Or(toSchema, "public"))
 	if err != nil {
 		return nil, err
 	}
-	changes, err := fromDrv.SchemaDiff(fromSchema, toSchema)
+	// Atlas diffs schemas of the same name; the tables keep pointing at
+	// their schema, so renaming it renames their qualifier too. What is
+	// compared is the tables, not the schema object: its attributes (the
+	// comment on public) are taken as equal.
+	toS.Name, toS.Attrs = fromS.Name, fromS.Attrs
+	changes, err := fromDrv.SchemaDiff(fromS, toS)
 	if err != nil {
 		return nil, fmt.Errorf("schemadiff: atlas diff: %w", err)
 	}

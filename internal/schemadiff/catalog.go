@@ -2,7 +2,8 @@
 // differs in words a person understands:
 //
 //   - [Inspect] and [Compare] read the system catalog: tables, columns with
-//     their order, types (with precision), nullability and defaults,
+//     their order, types (with precision), collations, nullability,
+//     defaults, identity and generation,
 //     constraints with their names and definitions, and indexes with their
 //     definitions. This catches what Atlas's diff ignores: column order and
 //     constraint names.
@@ -44,7 +45,14 @@ type Column struct {
 	Name    string
 	Type    string // format_type: "timestamp(3) without time zone"
 	NotNull bool
-	Default string // pg_get_expr of the default, "" for none
+	Default string // pg_get_expr of the default (of the expression of a generated column), "" for none
+	// Collation is the column's collation when it is not its type's
+	// default, quoted as in COLLATE: "C"; "" for the default.
+	Collation string
+	// Identity is attidentity: "a" GENERATED ALWAYS, "d" BY DEFAULT, "" none.
+	Identity string
+	// Generated is attgenerated: "s" stored, "v" virtual, "" not generated.
+	Generated string
 }
 
 // Constraint is a table constraint: primary key, unique, check, foreign key.
@@ -106,16 +114,20 @@ ORDER BY c.relname`, schemaName, pq.Array(IgnoredTables))
 
 	if err := scan(ctx, tx, `
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-       coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+       coalesce(pg_get_expr(d.adbin, d.adrelid), ''),
+       coalesce(CASE WHEN a.attcollation <> ty.typcollation THEN quote_ident(co.collname) END, ''),
+       a.attidentity::text, a.attgenerated::text
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type ty ON ty.oid = a.atttypid
+LEFT JOIN pg_collation co ON co.oid = a.attcollation
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY c.relname, a.attnum`, schemaName, func(rows *sql.Rows) error {
 		var tbl string
 		var col Column
-		if err := rows.Scan(&tbl, &col.Name, &col.Type, &col.NotNull, &col.Default); err != nil {
+		if err := rows.Scan(&tbl, &col.Name, &col.Type, &col.NotNull, &col.Default, &col.Collation, &col.Identity, &col.Generated); err != nil {
 			return err
 		}
 		if t, ok := byName[tbl]; ok {
