@@ -26,9 +26,14 @@
 // # Fingerprint
 //
 // "requestHash" is [Fingerprint]: SHA-256 over the length-framed method,
-// route, tenant and body, with a JSON body in canonical form, so key order
-// and whitespace do not matter. A key reused with another fingerprint gets
-// [ErrMismatch] (422), whether the first request is done or in flight.
+// route, request target (the escaped path and the raw query), tenant and
+// body, with a JSON body in canonical form, so key order and whitespace do
+// not matter. The route pattern scopes the key, but the target is part of
+// the request: a key reused on /accounts/2/charge after /accounts/1/charge
+// (same pattern "POST /accounts/{id}/charge", same body), or with
+// ?amount=500 after ?amount=5, is another request. A key reused with
+// another fingerprint gets [ErrMismatch] (422), whether the first request
+// is done or in flight.
 //
 // # Claims, leases and fencing
 //

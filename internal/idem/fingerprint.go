@@ -17,14 +17,19 @@ import (
 // Domain separators: a change of encoding changes every hash instead of
 // silently colliding with the previous version's.
 const (
-	fingerprintVersion = "idem/fingerprint/v1"
+	fingerprintVersion = "idem/fingerprint/v2"
 	keyVersion         = "idem/key/v1"
 )
 
 // Fingerprint returns the request hash stored in "requestHash": the hex
-// SHA-256 of a length-framed encoding of method, route, tenant and body.
-// Each field is preceded by its length, so ("ab", "c") and ("a", "bc") never
-// hash alike. When contentType is a JSON media type (application/json,
+// SHA-256 of a length-framed encoding of method, route, target, tenant and
+// body. Target is what the route does not say about the request: the
+// middleware passes the escaped path and raw query (r.URL.RequestURI()), so
+// a key reused on /accounts/2 after /accounts/1, or with ?amount=500 after
+// ?amount=5, is a different request even when both share the route pattern
+// "POST /accounts/{id}". A caller of [Store.Begin] whose route names the
+// whole operation passes "". Each field is preceded by its length, so
+// ("ab", "c") and ("a", "bc") never hash alike. When contentType is a JSON media type (application/json,
 // anything +json) or empty, and the body is one valid JSON value, the body
 // is hashed in canonical form: object keys sorted, insignificant whitespace
 // removed, strings re-escaped minimally; numbers keep their text (1 and 1.0
@@ -32,11 +37,12 @@ const (
 // hash. A duplicate object key keeps its last value, as encoding/json does.
 // Other bodies are hashed byte for byte, tagged so that they never collide
 // with a canonical JSON one.
-func Fingerprint(method, route, tenant, contentType string, body []byte) string {
-	buf := make([]byte, 0, 64+len(fingerprintVersion)+len(method)+len(route)+len(tenant)+len(body))
+func Fingerprint(method, route, target, tenant, contentType string, body []byte) string {
+	buf := make([]byte, 0, 72+len(fingerprintVersion)+len(method)+len(route)+len(target)+len(tenant)+len(body))
 	buf = appendFrame(buf, fingerprintVersion)
 	buf = appendFrame(buf, method)
 	buf = appendFrame(buf, route)
+	buf = appendFrame(buf, target)
 	buf = appendFrame(buf, tenant)
 	if isJSONType(contentType) {
 		if c, err := canonicalJSON(body); err == nil {

@@ -11,7 +11,9 @@ import (
 
 func TestFingerprintCanonicalJSON(t *testing.T) {
 	t.Parallel()
-	fp := func(ct, body string) string { return Fingerprint("POST", "POST /orders", "org", ct, []byte(body)) }
+	fp := func(ct, body string) string {
+		return Fingerprint("POST", "POST /orders", "/orders", "org", ct, []byte(body))
+	}
 
 	base := fp("application/json", `{"amount":100,"currency":"EUR","items":[{"sku":"a","qty":1},{"sku":"b","qty":2}],"meta":null}`)
 	variants := []struct{ ct, body string }{
@@ -45,15 +47,17 @@ func TestFingerprintCanonicalJSON(t *testing.T) {
 
 func TestFingerprintFraming(t *testing.T) {
 	t.Parallel()
-	a := Fingerprint("POST", "ab", "c", "text/plain", []byte("d"))
+	a := Fingerprint("POST", "ab", "", "c", "text/plain", []byte("d"))
 	for _, other := range []string{
-		Fingerprint("POST", "a", "bc", "text/plain", []byte("d")),
-		Fingerprint("POST", "ab", "", "text/plain", []byte("cd")),
-		Fingerprint("PATCH", "ab", "c", "text/plain", []byte("d")),
+		Fingerprint("POST", "a", "", "bc", "text/plain", []byte("d")),
+		Fingerprint("POST", "ab", "", "", "text/plain", []byte("cd")),
+		Fingerprint("PATCH", "ab", "", "c", "text/plain", []byte("d")),
+		Fingerprint("POST", "ab", "/x", "c", "text/plain", []byte("d")),
+		Fingerprint("POST", "a", "b", "c", "text/plain", []byte("d")),
 	} {
 		assert.NotEqual(t, a, other)
 	}
-	assert.NotEqual(t, Fingerprint("POST", "r", "", "text/plain", []byte("1")), Fingerprint("POST", "r", "", "application/json", []byte("1")),
+	assert.NotEqual(t, Fingerprint("POST", "r", "", "", "text/plain", []byte("1")), Fingerprint("POST", "r", "", "", "application/json", []byte("1")),
 		"a canonical JSON body never collides with a raw one")
 	assert.Len(t, a, 64)
 	assert.NotEqual(t, storedKey("ab", "c"), storedKey("a", "bc"))

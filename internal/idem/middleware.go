@@ -124,7 +124,7 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		route = cfg.Route(r)
 	}
 	req := Request{Key: key, Route: route, Tenant: cfg.Tenant(r)}
-	req.Fingerprint = Fingerprint(r.Method, route, req.Tenant, r.Header.Get("Content-Type"), body)
+	req.Fingerprint = Fingerprint(r.Method, route, r.URL.RequestURI(), req.Tenant, r.Header.Get("Content-Type"), body)
 	if cfg.IP != nil {
 		req.IP = cfg.IP(r)
 	}

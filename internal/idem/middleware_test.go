@@ -238,6 +238,41 @@ func TestMiddlewareMismatch(t *testing.T) {
 	assert.Equal(t, int64(1), calls.Load())
 }
 
+// Path values and the query string are part of the request: the same key
+// and body sent to another resource of the same route pattern, or with
+// another query, is a different request (422), never a replay of the first
+// resource's response.
+func TestMiddlewarePathAndQueryArePartOfTheRequest(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	var charged []string
+	mux := http.NewServeMux()
+	mux.Handle("POST /accounts/{id}/charge", Middleware(Config{Store: s})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		charged = append(charged, r.PathValue("id")+"?"+r.URL.RawQuery)
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, `{"charged":%q}`, r.PathValue("id"))
+	})))
+	do := func(key, target string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, target, strings.NewReader(`{"amount":100}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Idempotency-Key", key)
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, r)
+		return w
+	}
+	require.Equal(t, http.StatusCreated, do("path", "/accounts/1/charge").Code)
+	assertProblem(t, do("path", "/accounts/2/charge"), http.StatusUnprocessableEntity)
+	assertProblem(t, do("path", "/accounts/%31/charge"), http.StatusUnprocessableEntity) // the escaped path is compared
+	assert.Equal(t, "true", do("path", "/accounts/1/charge").Header().Get("Idempotent-Replayed"))
+
+	require.Equal(t, http.StatusCreated, do("query", "/accounts/1/charge?amount=5").Code)
+	assertProblem(t, do("query", "/accounts/1/charge?amount=500"), http.StatusUnprocessableEntity)
+	assertProblem(t, do("query", "/accounts/1/charge"), http.StatusUnprocessableEntity)
+	assert.Equal(t, "true", do("query", "/accounts/1/charge?amount=5").Header().Get("Idempotent-Replayed"))
+
+	assert.Equal(t, []string{"1?", "1?amount=5"}, charged, "no request ran for another resource's key")
+}
+
 // The same key on the same route from two tenants names two records:
 // neither tenant sees, blocks or is refused because of the other's.
 func TestMiddlewareTenantIsolation(t *testing.T) {
@@ -362,7 +397,7 @@ func TestMiddlewareCrashedClaimAndExpiry(t *testing.T) {
 
 	// An instance claimed the key and died.
 	body := `{"sku":"a"}`
-	_, err := s.Begin(context.Background(), Request{Key: "k", Route: route, Fingerprint: Fingerprint(http.MethodPost, route, "", "application/json", []byte(body))})
+	_, err := s.Begin(context.Background(), Request{Key: "k", Route: route, Fingerprint: Fingerprint(http.MethodPost, route, "/orders", "", "application/json", []byte(body))})
 	require.NoError(t, err)
 
 	w := post(h, "k", body)

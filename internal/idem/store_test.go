@@ -14,7 +14,7 @@ import (
 
 func storeReq(key string) Request {
 	return Request{Key: key, Route: "POST /orders", Tenant: "org_1",
-		Fingerprint: Fingerprint("POST", "POST /orders", "org_1", "application/json", []byte(`{"a":1}`))}
+		Fingerprint: Fingerprint("POST", "POST /orders", "", "org_1", "application/json", []byte(`{"a":1}`))}
 }
 
 func TestStoreBeginCompleteReplay(t *testing.T) {
@@ -33,7 +33,7 @@ func TestStoreBeginCompleteReplay(t *testing.T) {
 	assert.ErrorIs(t, err, ErrInFlight)
 
 	other := storeReq("k1")
-	other.Fingerprint = Fingerprint("POST", "POST /orders", "org_1", "application/json", []byte(`{"a":2}`))
+	other.Fingerprint = Fingerprint("POST", "POST /orders", "", "org_1", "application/json", []byte(`{"a":2}`))
 	_, err = s.Begin(ctx, other)
 	assert.ErrorIs(t, err, ErrMismatch, "mismatch is reported even while in flight")
 
@@ -143,7 +143,7 @@ func TestStoreExpiredRecordReplaced(t *testing.T) {
 	clk.Advance(time.Millisecond)
 	// Expired: absent, even for another payload (no 422).
 	other := storeReq("k")
-	other.Fingerprint = Fingerprint("POST", "POST /orders", "org_1", "", []byte(`{"a":2}`))
+	other.Fingerprint = Fingerprint("POST", "POST /orders", "", "org_1", "", []byte(`{"a":2}`))
 	got, err = s.Begin(ctx, other)
 	require.NoError(t, err)
 	require.NotNil(t, got.Claim, "an expired record is replaced")
@@ -157,8 +157,8 @@ func TestStoreTenantsAreSeparate(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
-	a := Request{Key: "same", Route: "r", Tenant: "org_a", Fingerprint: Fingerprint("POST", "r", "org_a", "", nil)}
-	b := Request{Key: "same", Route: "r", Tenant: "org_b", Fingerprint: Fingerprint("POST", "r", "org_b", "", nil)}
+	a := Request{Key: "same", Route: "r", Tenant: "org_a", Fingerprint: Fingerprint("POST", "r", "", "org_a", "", nil)}
+	b := Request{Key: "same", Route: "r", Tenant: "org_b", Fingerprint: Fingerprint("POST", "r", "", "org_b", "", nil)}
 	ra, err := s.Begin(ctx, a)
 	require.NoError(t, err)
 	require.NotNil(t, ra.Claim)
