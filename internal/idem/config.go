@@ -22,6 +22,11 @@ const (
 	DefaultContentType     = "application/json"
 )
 
+// MaxRouteLen is the longest route and tenant accepted, in bytes. Both are
+// stored in indexed columns, whose entries PostgreSQL bounds; a longer one
+// is the client's doing (a long path, by default) and gets 400.
+const MaxRouteLen = 1024
+
 // StoreConfig configures a [Store]. The zero value means every default.
 type StoreConfig struct {
 	// TTL is how long a completed response is kept and replayed, counted
@@ -77,14 +82,20 @@ type Config struct {
 	Required func(r *http.Request) bool
 	// Route names the scope of a key when r.Pattern is empty (the
 	// middleware wraps a whole mux, or the router is not net/http's).
-	// Default: r.URL.Path, so each path is its own scope.
+	// Default: r.URL.EscapedPath(), so each path is its own scope. A route
+	// (pattern or Route's) that is not valid UTF-8, holds a control
+	// character or is longer than [MaxRouteLen] bytes gets 400 before the
+	// store is asked.
 	Route func(r *http.Request) string
 	// Tenant returns the tenant of a request, stored in "organizationId".
 	// Keys are namespaced by tenant: the same key sent by two tenants names
-	// two records. Default: no tenant ("").
+	// two records. A tenant that is not valid UTF-8, holds a control
+	// character or is longer than [MaxRouteLen] bytes gets 400, like a
+	// route. Default: no tenant ("").
 	Tenant func(r *http.Request) string
 	// IP returns the client address stored in "ip". Default nil: no
-	// address is stored. [RemoteIP] is a safe choice.
+	// address is stored. [RemoteIP] is a safe choice; a value that is not
+	// printable UTF-8 of at most [MaxRouteLen] bytes is not stored.
 	IP func(r *http.Request) string
 	// MaxRequestBody is the largest request body, in bytes, the middleware
 	// reads to fingerprint; a larger one gets 413 before the handler runs.
@@ -124,7 +135,12 @@ type Config struct {
 	// bounded by 5 s).
 	StoreRetry time.Duration
 	// FailOpen runs the handler without idempotency when the store is
-	// unreachable. Default false: answer 503 and do not run the handler.
+	// unavailable: the claim failed with a transient error (a lost or
+	// refused connection, a server shutting down or starting, a lock,
+	// deadlock, serialization or statement timeout) or did not answer in
+	// time. Any other failure, such as a stored record that cannot be
+	// read, still gets 503, and a key held by a concurrent claim still
+	// gets 409. Default false: answer 503 and do not run the handler.
 	FailOpen bool
 	// Logger receives the middleware's events; no event carries the raw
 	// key or a body. Default slog.Default().
@@ -172,7 +188,7 @@ func (c Config) resolve() Config {
 		c.ReplayHeaders[i] = http.CanonicalHeaderKey(h)
 	}
 	if c.Route == nil {
-		c.Route = func(r *http.Request) string { return r.URL.Path }
+		c.Route = func(r *http.Request) string { return r.URL.EscapedPath() }
 	}
 	if c.Tenant == nil {
 		c.Tenant = func(*http.Request) string { return "" }

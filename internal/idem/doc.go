@@ -14,7 +14,10 @@
 // A record is unique by ("key", "route"). The route is the request's
 // pattern (http.Request.Pattern, set by http.ServeMux when the middleware
 // wraps a single route's handler) or, when empty, [Config.Route] of the
-// request (by default its path). The tenant, from [Config.Tenant], is
+// request (by default its escaped path). A route or tenant that is not
+// valid UTF-8, holds a control character or exceeds [MaxRouteLen] bytes
+// cannot be stored: the request gets 400 and the store is not asked. The
+// tenant, from [Config.Tenant], is
 // stored in "organizationId" and also namespaces the key: the "key" column
 // holds SHA-256(len‖"idem/key/v1"‖len‖tenant‖len‖key) in hex, never the raw
 // key. The same key sent by two tenants therefore names two different rows:
@@ -113,8 +116,11 @@
 // # Failures and observability
 //
 // When the store fails, the middleware answers 503 problem+json and does
-// not run the handler (fail closed), unless [Config.FailOpen]. Errors name
-// the operation and wrap their cause. Events go to [Config.Logger] and
+// not run the handler (fail closed). [Config.FailOpen] runs the handler
+// instead, but only when the store is unavailable (a transient failure or
+// no answer in time), never for a record that cannot be read (still 503)
+// or a key held by another claim (409). Errors name the operation and wrap
+// their cause. Events go to [Config.Logger] and
 // [Config.OnEvent]; they identify a key by its stored hash, and never
 // carry the raw key or a body. "ip" is stored only when [Config.IP] is set.
 package idem

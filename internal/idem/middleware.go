@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/klozd/api/internal/problem"
 )
@@ -123,10 +125,20 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	if route == "" {
 		route = cfg.Route(r)
 	}
+	if !storable(route) {
+		problem.Write(w, http.StatusBadRequest, "This request's path cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
+		return
+	}
 	req := Request{Key: key, Route: route, Tenant: cfg.Tenant(r)}
+	if !storable(req.Tenant) {
+		problem.Write(w, http.StatusBadRequest, "This request's tenant cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
+		return
+	}
 	req.Fingerprint = Fingerprint(r.Method, route, r.URL.RequestURI(), req.Tenant, r.Header.Get("Content-Type"), body)
 	if cfg.IP != nil {
-		req.IP = cfg.IP(r)
+		if ip := cfg.IP(r); storable(ip) {
+			req.IP = ip
+		}
 	}
 	ev := Event{KeyID: storedKey(req.Tenant, req.Key), Route: route, Tenant: req.Tenant}
 	log := logger{l: cfg.Logger, keyID: ev.KeyID[:16], route: route}
@@ -143,12 +155,12 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		return
 	case err != nil && r.Context().Err() != nil:
 		return // the client is gone; nobody reads an answer
-	case err != nil && cfg.FailOpen:
+	case err != nil && cfg.FailOpen && unavailable(err):
 		log.log(r.Context(), slog.LevelError, "idem: store unavailable, running without idempotency (fail open)", slog.Any("error", err))
 		next.ServeHTTP(w, r)
 		return
 	case err != nil:
-		log.log(r.Context(), slog.LevelError, "idem: store unavailable, answering 503", slog.Any("error", err))
+		log.log(r.Context(), slog.LevelError, "idem: store failed, answering 503", slog.Any("error", err))
 		problem.Write(w, http.StatusServiceUnavailable, "Idempotency keys cannot be checked right now; retry later.", cfg.RetryAfter)
 		return
 	case res.Replay != nil:
@@ -292,6 +304,28 @@ func (m *middleware) emit(ev Event, kind EventKind, status int, reason string) {
 	}
 	ev.Kind, ev.Status, ev.Reason = kind, status, reason
 	m.cfg.OnEvent(ev)
+}
+
+// storable reports whether s can be stored in a text column and its
+// index: valid UTF-8 without control characters (PostgreSQL refuses NUL and
+// invalid UTF-8), at most [MaxRouteLen] bytes.
+func storable(s string) bool {
+	if len(s) > MaxRouteLen || !utf8.ValidString(s) {
+		return false
+	}
+	for _, c := range s {
+		if unicode.IsControl(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// unavailable reports whether err, from the claim, means the store cannot
+// be reached right now (see [Config.FailOpen]): a transient failure, or no
+// answer within the claim's time bound.
+func unavailable(err error) bool {
+	return transient(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {

@@ -437,6 +437,68 @@ func TestMiddlewareStoreDown(t *testing.T) {
 	assert.Equal(t, int64(1), calls.Load(), "fail open: the handler ran")
 }
 
+// A route or tenant that cannot be stored is the client's doing: 400,
+// before the store is asked (it is down here, which would answer 503). A
+// path with escapes is stored escaped, so it is usable.
+func TestMiddlewareRejectsUnstorableRoute(t *testing.T) {
+	t.Parallel()
+	down := NewStore(deadDB(t), StoreConfig{})
+	var calls atomic.Int64
+	h := Middleware(Config{Store: down, Tenant: func(r *http.Request) string { return r.Header.Get("X-Org") },
+		Route: func(r *http.Request) string { return r.Header.Get("X-Route") + r.URL.EscapedPath() }})(created(&calls))
+	do := func(path string, header ...string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, path, strings.NewReader("{}"))
+		r.Header.Set("Idempotency-Key", "k")
+		for i := 0; i+1 < len(header); i += 2 {
+			r.Header.Set(header[i], header[i+1])
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	assertProblem(t, do("/orders/"+strings.Repeat("a", MaxRouteLen)), http.StatusBadRequest)
+	assertProblem(t, do("/orders", "X-Route", "caf\xe9"), http.StatusBadRequest)
+	assertProblem(t, do("/orders", "X-Route", "a\x00b"), http.StatusBadRequest)
+	assertProblem(t, do("/orders", "X-Org", "org\x01"), http.StatusBadRequest)
+	assertProblem(t, do("/orders", "X-Org", strings.Repeat("o", MaxRouteLen+1)), http.StatusBadRequest)
+	assert.Zero(t, calls.Load())
+
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	for _, failOpen := range []bool{false, true} {
+		calls.Store(0)
+		h := Middleware(Config{Store: s, FailOpen: failOpen})(created(&calls))
+		for _, path := range []string{"/orders/%FF", "/orders/%00", "/orders/" + strings.Repeat("b", MaxRouteLen-len("/orders/"))} {
+			for range 2 {
+				r := httptest.NewRequest(http.MethodPost, path, strings.NewReader("{}"))
+				r.Header.Set("Idempotency-Key", fmt.Sprint("path-", failOpen))
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				assert.Equal(t, http.StatusCreated, w.Code, "%.20q: %s", path, w.Body)
+			}
+		}
+		assert.Equal(t, int64(3), calls.Load(), "fail open %v: each path ran once, then replayed", failOpen)
+	}
+}
+
+// FailOpen runs the handler only when the store cannot be reached: a
+// stored record that cannot be read still gets 503, and the handler does
+// not run.
+func TestMiddlewareFailOpenOnlyWhenUnavailable(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	var logs syncBuffer
+	var calls atomic.Int64
+	h := serve(Config{Store: s, FailOpen: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, created(&calls))
+	require.Equal(t, http.StatusCreated, post(h, "k", "{}").Code)
+	_, err := s.db.Exec(`UPDATE idempotency_records SET "responseBodyJson" = 'not an envelope'`)
+	require.NoError(t, err)
+
+	assertProblem(t, post(h, "k", "{}"), http.StatusServiceUnavailable)
+	assert.Equal(t, int64(1), calls.Load(), "a corrupt record is not a reason to run the request again")
+	assert.Contains(t, logs.String(), "level=ERROR")
+	assert.Contains(t, logs.String(), "not a version 1 envelope")
+}
+
 // Requests the middleware does not apply to never reach the store: it is
 // down here, and they still succeed.
 func TestMiddlewareRequestHandling(t *testing.T) {

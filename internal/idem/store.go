@@ -140,7 +140,8 @@ SELECT false, "id", "requestHash", "responseStatus", "responseBodyJson" FROM liv
 // and [ErrInFlight] when a live claim holds it. An expired record or
 // abandoned claim is replaced atomically. It is one statement, retried only
 // in the rare race where the statement's snapshot predates a concurrent
-// claimer's commit and so sees no row at all.
+// claimer's commit and so sees no row at all; when every attempt loses that
+// race, the error wraps ErrInFlight too.
 func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 	if req.Fingerprint == "" {
 		return Result{}, errors.New("idem: begin: Request.Fingerprint is empty; compute it with Fingerprint")
@@ -182,7 +183,9 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 		}
 		return Result{Replay: resp}, nil
 	}
-	return Result{}, fmt.Errorf("idem: begin key %.12s on %q: no row after %d attempts under contention; retry", key, req.Route, beginAttempts)
+	// Each attempt lost to a claimer that committed after its snapshot: the
+	// key is being claimed, as good as in flight.
+	return Result{}, fmt.Errorf("idem: begin key %.12s on %q: no row after %d attempts under contention: %w", key, req.Route, beginAttempts, ErrInFlight)
 }
 
 // completeSQL stores a response under a claim. The row's id is the claim's
