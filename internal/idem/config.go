@@ -37,8 +37,11 @@ type StoreConfig struct {
 	// claimed again, so it must exceed the longest a handler runs (at least
 	// the server's WriteTimeout). Default 1 minute.
 	Lease time.Duration
-	// Now is the clock; every time written is Now() in UTC, truncated to
-	// milliseconds. Default time.Now.
+	// Now, when set, is the clock of every lease and TTL decision and of
+	// every time written: Now() in UTC, truncated to milliseconds. Tests
+	// set it. Default nil: the database's clock (its statement_timestamp()
+	// in UTC, truncated to milliseconds), so instances whose clocks
+	// disagree still agree on when a lease or a record expires.
 	Now func() time.Time
 	// PurgeBatch is the number of rows [Store.Purge] deletes per
 	// statement. Default 1000.
@@ -55,9 +58,6 @@ func (c StoreConfig) resolve() StoreConfig {
 	c.TTL = cmp.Or(c.TTL, DefaultTTL)
 	c.Lease = cmp.Or(c.Lease, DefaultLease)
 	c.PurgeBatch = cmp.Or(c.PurgeBatch, DefaultPurgeBatch)
-	if c.Now == nil {
-		c.Now = time.Now
-	}
 	if c.Lease < time.Millisecond || c.TTL < time.Millisecond {
 		panic("idem: StoreConfig TTL and Lease must be at least 1ms, the precision of the timestamp(3) columns")
 	}

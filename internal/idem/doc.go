@@ -56,7 +56,13 @@
 // the statement again. A row past "expiresAt" is treated as absent and
 // taken over by the same statement: a completed record past its TTL, or a
 // claim whose instance crashed, once its lease has run out. The Store
-// prepares its three statements once per connection.
+// prepares its statements once per connection.
+//
+// Every time is the database's: the statements write and compare
+// statement_timestamp() in UTC, truncated to milliseconds like the
+// timestamp(3) columns, so instances whose clocks disagree still agree on
+// when a lease or a record expires ([StoreConfig.Now] replaces that clock
+// in tests).
 //
 // Each claim writes a new cuid into the row's "id": that id is the claim's
 // fencing token. Complete and Release act only on the row with their

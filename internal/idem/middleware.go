@@ -268,8 +268,7 @@ func (m *middleware) release(ctx context.Context, c *Claim, ev Event, log logger
 // the key. It returns whether an attempt failed transiently, and op's last
 // error.
 func (m *middleware) persist(ctx context.Context, c *Claim, log logger, op func(context.Context) error) (bool, error) {
-	// The lease is measured on the store's clock, which tests may set.
-	window := min(m.cfg.StoreRetry, c.LeaseExpiresAt().Sub(m.cfg.Store.cfg.Now()))
+	window := min(m.cfg.StoreRetry, m.cfg.Store.leaseLeft(c))
 	if window <= 0 {
 		ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 		defer cancel()

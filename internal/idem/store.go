@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -81,15 +82,38 @@ type Response struct {
 // Claim is the right to run the request of a key once, obtained from
 // [Store.Begin]. It ends with [Store.Complete] or [Store.Release]; if
 // neither happens (the instance crashed) it ends when its lease expires.
+// [Store.Renew] extends the lease.
 type Claim struct {
-	token     string // the row's "id", new for each claim: the fencing token
-	key       string // the stored key
-	route     string
-	expiresAt time.Time
+	token string // the row's "id", new for each claim: the fencing token
+	key   string // the stored key
+	route string
+
+	mu        sync.Mutex
+	expiresAt time.Time // "expiresAt" of the row, on the store's clock
+	deadline  time.Time // a local time no later than expiresAt, see lease
 }
 
-// LeaseExpiresAt returns when the claim stops blocking its key.
-func (c *Claim) LeaseExpiresAt() time.Time { return c.expiresAt }
+// LeaseExpiresAt returns when the claim stops blocking its key, as the
+// store's clock (the database's, unless [StoreConfig.Now] is set) counts.
+func (c *Claim) LeaseExpiresAt() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.expiresAt
+}
+
+func (c *Claim) setLease(expiresAt, deadline time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expiresAt, c.deadline = expiresAt, deadline
+}
+
+// leaseDeadline returns the claim's lease end on the clock of
+// [Store.clock]; see [Store.lease].
+func (c *Claim) leaseDeadline() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deadline
+}
 
 // Result is the outcome of [Store.Begin]: exactly one field is set.
 type Result struct {
@@ -99,6 +123,12 @@ type Result struct {
 	// Replay, when set, is the stored response to send again.
 	Replay *Response
 }
+
+// dbNow is the database's clock as the columns hold time: UTC, truncated to
+// milliseconds. It is stable within a statement. Each statement below takes
+// the time as a parameter that is NULL unless [StoreConfig.Now] is set, and
+// durations as milliseconds.
+const dbNow = `date_trunc('milliseconds', statement_timestamp() AT TIME ZONE 'UTC')`
 
 // The claim statement. "live" reads the key's row; when the statement's
 // snapshot shows it unexpired, the INSERT's source is empty and the
@@ -113,11 +143,12 @@ type Result struct {
 const beginSQL = `WITH live AS (
 	SELECT "id", "requestHash", "responseStatus", "responseBodyJson"
 	FROM idempotency_records
-	WHERE "key" = $2 AND "route" = $3 AND "expiresAt" > $5
+	WHERE "key" = $2 AND "route" = $3 AND "expiresAt" > COALESCE($5::timestamp, ` + dbNow + `)
 ), claimed AS (
 	INSERT INTO idempotency_records AS r
 		("id", "key", "route", "requestHash", "responseStatus", "responseBodyJson", "createdAt", "expiresAt", "organizationId", "ip")
-	SELECT $1, $2, $3, $4, 0, '', $5, $6, $7, $8
+	SELECT $1, $2, $3, $4, 0, '', now.t, now.t + $6::bigint * interval '1 millisecond', $7, $8
+	FROM (SELECT COALESCE($5::timestamp, ` + dbNow + `) AS t) AS now
 	WHERE NOT EXISTS (SELECT 1 FROM live)
 	ON CONFLICT ("key", "route") DO UPDATE SET
 		"id" = EXCLUDED."id",
@@ -129,11 +160,44 @@ const beginSQL = `WITH live AS (
 		"organizationId" = EXCLUDED."organizationId",
 		"ip" = EXCLUDED."ip"
 	WHERE r."expiresAt" <= EXCLUDED."createdAt"
-	RETURNING r."id"
+	RETURNING r."id", r."expiresAt"
 )
-SELECT true, "id", '', 0, '' FROM claimed
+SELECT true, "id", '', 0, '', "expiresAt" FROM claimed
 UNION ALL
-SELECT false, "id", "requestHash", "responseStatus", "responseBodyJson" FROM live`
+SELECT false, "id", "requestHash", "responseStatus", "responseBodyJson", NULL FROM live`
+
+// now returns the time parameter of the store's statements: NULL, for the
+// database's clock, unless [StoreConfig.Now] is set.
+func (s *Store) now() any {
+	if s.cfg.Now == nil {
+		return nil
+	}
+	return schema.UTCMillis(s.cfg.Now())
+}
+
+// clock returns the time on the clock that [Claim.leaseDeadline] is kept
+// on: [StoreConfig.Now] when set, else the local monotonic clock.
+func (s *Store) clock() time.Time {
+	if s.cfg.Now == nil {
+		return time.Now()
+	}
+	return s.cfg.Now()
+}
+
+// lease returns the local deadline of a lease that a statement sent at sent
+// (on [Store.clock]) set to expiresAt. With an injected clock it is
+// expiresAt. On the database's clock, the statement ran after it was sent,
+// so sent + Lease, less the millisecond the truncation may cost, is never
+// later than expiresAt, whatever the skew between the two clocks.
+func (s *Store) lease(sent, expiresAt time.Time) time.Time {
+	if s.cfg.Now != nil {
+		return expiresAt
+	}
+	return sent.Add(s.cfg.Lease - time.Millisecond)
+}
+
+// leaseLeft returns how long c's lease still runs, by [Store.clock].
+func (s *Store) leaseLeft(c *Claim) time.Duration { return c.leaseDeadline().Sub(s.clock()) }
 
 // Begin claims the key of req, or returns the response stored for it. It
 // returns [ErrMismatch] when the key's live record has another fingerprint,
@@ -152,26 +216,27 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 		return Result{}, fmt.Errorf("idem: begin key %.12s on %q: %w", key, req.Route, err)
 	}
 	for range beginAttempts {
-		now := schema.UTCMillis(s.cfg.Now())
-		token := schema.NewID()
-		expires := schema.UTCMillis(now.Add(s.cfg.Lease))
+		sent := s.clock()
 		var (
 			claimed bool
 			id      string
 			hash    string
 			status  int
 			body    string
+			expires sql.NullTime
 		)
-		err := st.QueryRowContext(ctx, token, key, req.Route, req.Fingerprint,
-			now, expires, nullString(req.Tenant), nullString(req.IP)).
-			Scan(&claimed, &id, &hash, &status, &body)
+		err := st.QueryRowContext(ctx, schema.NewID(), key, req.Route, req.Fingerprint,
+			s.now(), s.cfg.Lease.Milliseconds(), nullString(req.Tenant), nullString(req.IP)).
+			Scan(&claimed, &id, &hash, &status, &body, &expires)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			continue
 		case err != nil:
 			return Result{}, fmt.Errorf("idem: begin key %.12s on %q: %w", key, req.Route, err)
 		case claimed:
-			return Result{Claim: &Claim{token: id, key: key, route: req.Route, expiresAt: expires}}, nil
+			c := &Claim{token: id, key: key, route: req.Route}
+			c.setLease(expires.Time.UTC(), s.lease(sent, expires.Time.UTC()))
+			return Result{Claim: c}, nil
 		case hash != req.Fingerprint:
 			return Result{}, ErrMismatch
 		case status == 0:
@@ -193,7 +258,8 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 // is already $2 and $3 can only hold this claim's own completion: matching
 // it too makes Complete idempotent, so a retry after a lost reply succeeds.
 const completeSQL = `UPDATE idempotency_records
-SET "responseStatus" = $2, "responseBodyJson" = $3, "expiresAt" = $4
+SET "responseStatus" = $2, "responseBodyJson" = $3,
+	"expiresAt" = COALESCE($4::timestamp, ` + dbNow + `) + $5::bigint * interval '1 millisecond'
 WHERE "id" = $1 AND ("responseStatus" = 0 OR ("responseStatus" = $2 AND "responseBodyJson" = $3))`
 
 // Complete stores resp as the response of c's key, to be replayed until
@@ -210,12 +276,11 @@ func (s *Store) Complete(ctx context.Context, c *Claim, resp Response) error {
 	if err != nil {
 		return fmt.Errorf("idem: complete key %.12s: %w", c.key, err)
 	}
-	expires := schema.UTCMillis(s.cfg.Now().Add(s.cfg.TTL))
 	st, err := s.prepared(ctx, completeSQL)
 	if err != nil {
 		return fmt.Errorf("idem: complete key %.12s on %q: %w", c.key, c.route, err)
 	}
-	res, err := st.ExecContext(ctx, c.token, resp.Status, body, expires)
+	res, err := st.ExecContext(ctx, c.token, resp.Status, body, s.now(), s.cfg.TTL.Milliseconds())
 	if err != nil {
 		return fmt.Errorf("idem: complete key %.12s on %q: %w", c.key, c.route, err)
 	}

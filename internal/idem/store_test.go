@@ -198,3 +198,62 @@ func TestStoreCompleteIdempotent(t *testing.T) {
 	require.NotNil(t, got.Replay)
 	assert.Equal(t, resp, *got.Replay)
 }
+
+// databaseTime reads the database's clock as the store keeps time: UTC, in
+// milliseconds.
+func databaseTime(t *testing.T, s *Store) time.Time {
+	t.Helper()
+	var now time.Time
+	require.NoError(t, s.db.QueryRow(`SELECT date_trunc('milliseconds', clock_timestamp() AT TIME ZONE 'UTC')`).Scan(&now))
+	return now.UTC()
+}
+
+// Without an injected clock, every lease and TTL is written and judged by
+// the database's clock, never an instance's own: two instances whose clocks
+// disagree (by more than the lease, say) still agree on whether a claim is
+// live, so neither takes over the other's claim early.
+func TestStoreUsesDatabaseClock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	a := NewStore(bounded(t, url, 2), StoreConfig{Lease: time.Minute, TTL: time.Hour})
+	b := NewStore(bounded(t, url, 2), StoreConfig{Lease: time.Minute, TTL: time.Hour})
+	row := func() (created, expires time.Time) {
+		t.Helper()
+		require.NoError(t, a.db.QueryRow(`SELECT "createdAt", "expiresAt" FROM idempotency_records`).Scan(&created, &expires))
+		return created.UTC(), expires.UTC()
+	}
+
+	before := databaseTime(t, a)
+	ra, err := a.Begin(ctx, storeReq("k"))
+	after := databaseTime(t, a)
+	require.NoError(t, err)
+	require.NotNil(t, ra.Claim)
+	created, expires := row()
+	assert.False(t, created.Before(before) || created.After(after), "createdAt %v is the database's time, in [%v, %v]", created, before, after)
+	assert.Equal(t, created.Add(time.Minute), expires)
+	assert.Equal(t, expires, ra.Claim.LeaseExpiresAt())
+
+	_, err = b.Begin(ctx, storeReq("k"))
+	require.ErrorIs(t, err, ErrInFlight, "the lease runs by the database's clock")
+
+	// Ten seconds before its end by the database's clock, the lease still
+	// runs; at its end, it is over for every instance.
+	_, err = a.db.Exec(`UPDATE idempotency_records SET "expiresAt" = ` + dbNow + ` + interval '10 seconds'`)
+	require.NoError(t, err)
+	_, err = b.Begin(ctx, storeReq("k"))
+	require.ErrorIs(t, err, ErrInFlight)
+	_, err = a.db.Exec(`UPDATE idempotency_records SET "expiresAt" = ` + dbNow)
+	require.NoError(t, err)
+	rb, err := b.Begin(ctx, storeReq("k"))
+	require.NoError(t, err)
+	require.NotNil(t, rb.Claim, "taken over once the database's clock reaches the lease end")
+
+	before = databaseTime(t, b)
+	require.NoError(t, b.Complete(ctx, rb.Claim, Response{Status: 201}))
+	after = databaseTime(t, b)
+	_, expires = row()
+	assert.False(t, expires.Before(before.Add(time.Hour)) || expires.After(after.Add(time.Hour)),
+		"expiresAt %v is completion + TTL by the database's clock, in [%v, %v] + 1h", expires, before, after)
+	assert.ErrorIs(t, a.Complete(ctx, ra.Claim, Response{Status: 200}), ErrClaimLost)
+}
