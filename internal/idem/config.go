@@ -32,10 +32,14 @@ type StoreConfig struct {
 	// TTL is how long a completed response is kept and replayed, counted
 	// from completion: "expiresAt" = completion + TTL. Default 24 h.
 	TTL time.Duration
-	// Lease is how long an in-flight claim blocks its key. After it, the
-	// claim counts as abandoned (its instance crashed) and the key can be
-	// claimed again, so it must exceed the longest a handler runs (at least
-	// the server's WriteTimeout). Default 1 minute.
+	// Lease is how long an in-flight claim blocks its key unless renewed.
+	// After it, the claim counts as abandoned (its instance crashed) and
+	// the key can be claimed again. The middleware renews the lease every
+	// third of it while the handler runs, so a handler may run longer; a
+	// handler whose lease could not be renewed in time (the store was
+	// unreachable for two thirds of it) has its context cancelled with
+	// [ErrLeaseLost]. It is also how long an instance that crashed blocks
+	// its keys. Default 1 minute.
 	Lease time.Duration
 	// Now, when set, is the clock of every lease and TTL decision and of
 	// every time written: Now() in UTC, truncated to milliseconds. Tests

@@ -71,9 +71,20 @@
 // that outlived its lease, whose key another instance has re-claimed,
 // cannot overwrite or delete the new claim: it gets [ErrClaimLost]. The
 // handler runs between two autocommitted statements; no connection or
-// transaction is held while it runs. A handler that runs longer than the
-// lease can run twice, so the lease must exceed the longest handler (the
-// server's WriteTimeout).
+// transaction is held while it runs.
+//
+// Nothing in net/http bounds how long a handler runs (WriteTimeout only
+// bounds writes to the client), so the middleware keeps the lease alive
+// instead: every third of the lease while the handler runs, one short
+// fenced UPDATE ([Store.Renew]) moves "expiresAt" a lease ahead, holding no
+// connection between renewals. A handler may thus run for many leases
+// without a duplicate running it again. When a renewal finds the claim
+// gone, or none succeeds before the lease ends (the store is unreachable;
+// transient failures are retried until then), another request with the key
+// may run: the middleware cancels the handler's request context with the
+// cause [ErrLeaseLost], stores nothing and releases what is left of the
+// claim. A handler that ignores its context can then still run alongside a
+// second one, so handlers should heed it.
 //
 // The response has reached the client before it is stored, so the
 // middleware retries Complete (and Release) through transient failures of

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -47,7 +48,8 @@ type Event struct {
 	// Status is the response status, for replay, stored and released.
 	Status int
 	// Reason is why a claim was released: "status" (1xx or 5xx), "panic",
-	// "canceled" or "too large"; or "waiting" for a conflict that waits.
+	// "canceled", "too large" or "lease lost" (see [ErrLeaseLost]); or
+	// "waiting" for a conflict that waits.
 	Reason string
 }
 
@@ -203,24 +205,34 @@ func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, 
 	}
 }
 
-// run runs the handler under claim c and then stores its response or
-// releases the claim. No connection is held while the handler runs.
+// run runs the handler under claim c, renewing its lease meanwhile, and
+// then stores its response or releases the claim. No connection is held
+// while the handler runs.
 func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Request, c *Claim, ev Event, log logger) {
 	rec := &recorder{w: w, limit: m.cfg.MaxResponseBody, defaultType: m.cfg.DefaultContentType, keep: m.cfg.ReplayHeaders}
 	cleanup := context.WithoutCancel(r.Context())
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	stopRenewing := m.keepAlive(c, log, cancel)
 	finished := false
 	defer func() {
 		if !finished {
 			// The handler panicked (or called runtime.Goexit): release and
 			// let the panic go on up, unrecovered.
+			stopRenewing()
 			m.release(cleanup, c, ev, log, rec.status, "panic")
 		}
 	}()
-	next.ServeHTTP(rec, r)
+	next.ServeHTTP(rec, r.WithContext(ctx))
+	lost := stopRenewing()
 	rec.finish()
 	finished = true
 
 	switch {
+	case lost:
+		log.log(cleanup, slog.LevelWarn, "idem: lease lost while the handler ran; its response is not stored",
+			slog.Int("status", rec.status), slog.Any("error", context.Cause(ctx)))
+		m.release(cleanup, c, ev, log, rec.status, "lease lost")
 	case r.Context().Err() != nil:
 		m.release(cleanup, c, ev, log, rec.status, "canceled")
 	case rec.status < 200 || rec.status >= 500:
@@ -242,11 +254,60 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 	}
 }
 
+// keepAlive renews c's lease every third of the lease while the handler
+// runs, each time with one short statement, so that a handler running
+// longer than the lease keeps its key. A renewal that fails transiently is
+// retried until the lease ends. When the claim is gone, or the lease ends
+// before a renewal succeeds, another request with the key may run: it
+// cancels the handler's context with [ErrLeaseLost]. The returned function
+// stops the renewals and reports whether the lease was lost.
+func (m *middleware) keepAlive(c *Claim, log logger, lose context.CancelCauseFunc) (stop func() (lost bool)) {
+	s := m.cfg.Store
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var lostLease bool
+	go func() {
+		defer close(done)
+		t := time.NewTimer(s.cfg.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			left := s.leaseLeft(c)
+			rctx, rcancel := context.WithTimeout(ctx, left)
+			_, err := retry(rctx, time.Now().Add(left), func(ctx context.Context) error { return s.Renew(ctx, c) }, func(err error) {
+				log.log(ctx, slog.LevelWarn, "idem: lease renewal failed transiently; retrying", slog.Any("error", err))
+			})
+			rcancel()
+			if ctx.Err() != nil {
+				return // the handler returned
+			}
+			if err != nil {
+				lostLease = true
+				log.log(ctx, slog.LevelError, "idem: lease lost while the handler runs; cancelling its context", slog.Any("error", err))
+				lose(fmt.Errorf("%w: %w", ErrLeaseLost, err))
+				return
+			}
+			log.log(ctx, slog.LevelDebug, "idem: lease renewed", slog.Time("expires_at", c.LeaseExpiresAt()))
+			t.Reset(s.cfg.Lease / 3)
+		}
+	}()
+	return func() bool {
+		cancel()
+		<-done
+		return lostLease
+	}
+}
+
 func (m *middleware) release(ctx context.Context, c *Claim, ev Event, log logger, status int, reason string) {
 	sawTransient, err := m.persist(ctx, c, log, func(ctx context.Context) error { return m.cfg.Store.Release(ctx, c) })
-	if errors.Is(err, ErrClaimLost) && sawTransient {
+	if errors.Is(err, ErrClaimLost) && (sawTransient || reason == "lease lost") {
 		// An earlier attempt may have deleted the row and lost only its
-		// reply; either way the claim no longer blocks the key.
+		// reply, or another claim replaced it; either way the claim no
+		// longer blocks the key.
 		err = nil
 	}
 	if err != nil {

@@ -811,3 +811,130 @@ func (h onMessage) Handle(_ context.Context, r slog.Record) error {
 }
 func (h onMessage) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h onMessage) WithGroup(string) slog.Handler      { return h }
+
+// A handler running for several leases keeps its claim: the middleware
+// renews the lease while it runs, so a duplicate sent to another instance
+// after the first lease ended still gets 409 and the handler runs once.
+// The test waits on the renewals themselves (logged at debug level).
+func TestMiddlewareRenewsLeaseWhileHandlerRuns(t *testing.T) {
+	t.Parallel()
+	const lease = 600 * time.Millisecond
+	url := pgtest.URL(t)
+	a := NewStore(bounded(t, url, 2), StoreConfig{Lease: lease})
+	b := NewStore(bounded(t, url, 2), StoreConfig{Lease: lease})
+	renewed := make(chan struct{}, 100)
+	var calls atomic.Int64
+	entered, release := make(chan struct{}), make(chan struct{})
+	var handlerErr error
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		close(entered)
+		<-release
+		handlerErr = r.Context().Err()
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"order":1}`)
+	})
+	first := serve(Config{Store: a, Logger: slog.New(onMessage{"lease renewed", func() { renewed <- struct{}{} }})}, h)
+	second := serve(Config{Store: b}, h)
+
+	done := make(chan *httptest.ResponseRecorder)
+	go func() { done <- post(first, "k", "{}") }()
+	<-entered
+	var claim string
+	require.NoError(t, a.db.QueryRow(`SELECT "id" FROM idempotency_records`).Scan(&claim))
+	timeout := time.After(30 * time.Second) // a bound against a hang, not a wait for a race
+	for i := range 9 {                      // three leases
+		select {
+		case <-renewed:
+		case <-timeout:
+			close(release)
+			t.Fatalf("only %d renewals", i)
+		}
+	}
+	assertProblem(t, post(second, "k", "{}"), http.StatusConflict)
+	var id string
+	var running bool
+	require.NoError(t, a.db.QueryRow(`SELECT "id", "expiresAt" > `+dbNow+` FROM idempotency_records`).Scan(&id, &running))
+	assert.Equal(t, claim, id, "the first claim still holds the key")
+	assert.True(t, running, "its lease runs")
+
+	close(release)
+	assert.Equal(t, http.StatusCreated, (<-done).Code)
+	assert.NoError(t, handlerErr, "the handler's context was not cancelled")
+	again := post(second, "k", "{}")
+	assert.Equal(t, "true", again.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, int64(1), calls.Load(), "the handler ran once")
+}
+
+// When a renewal finds the claim replaced (its lease ran out and another
+// instance re-claimed the key), the handler's context is cancelled with
+// ErrLeaseLost, and nothing is stored over the new claim.
+func TestMiddlewareLostClaimCancelsHandler(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{Lease: 300 * time.Millisecond})
+	entered := make(chan struct{})
+	var cause error
+	var events []Event
+	h := serve(Config{Store: s, OnEvent: func(e Event) { events = append(events, e) }}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done()
+		cause = context.Cause(r.Context())
+		w.WriteHeader(http.StatusCreated) // the handler ignores the cancellation
+	}))
+	done := make(chan int)
+	go func() { done <- post(h, "k", "{}").Code }()
+	<-entered
+	_, err := s.db.Exec(`UPDATE idempotency_records SET "id" = 'another-claim', "expiresAt" = "expiresAt" + interval '1 hour'`)
+	require.NoError(t, err)
+
+	<-done
+	assert.ErrorIs(t, cause, ErrLeaseLost)
+	if assert.Len(t, events, 1) {
+		assert.Equal(t, EventReleased, events[0].Kind)
+		assert.Equal(t, "lease lost", events[0].Reason)
+	}
+	var id string
+	var status int
+	require.NoError(t, s.db.QueryRow(`SELECT "id", "responseStatus" FROM idempotency_records`).Scan(&id, &status))
+	assert.Equal(t, "another-claim", id, "the new claim is untouched")
+	assert.Zero(t, status)
+}
+
+// When the lease cannot be renewed before it ends (the claim's row stays
+// locked past every renewal's lock timeout: the store is unusable), the
+// handler's context is cancelled with ErrLeaseLost and nothing is stored,
+// so a retry runs the request.
+func TestMiddlewareUnrenewableLeaseCancelsHandler(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	db, err := database.OpenConfig(dbURL, database.Config{MaxOpenConns: 2, LockTimeout: 50 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	locker := pgtest.Open(t, dbURL)
+	s := NewStore(db, StoreConfig{Lease: 300 * time.Millisecond})
+
+	var calls atomic.Int64
+	var cause error
+	h := serve(Config{Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) > 1 {
+			w.WriteHeader(http.StatusCreated)
+			return
+		}
+		tx, err := locker.BeginTx(ctx, nil)
+		require.NoError(t, err)
+		_, err = tx.ExecContext(ctx, `SELECT 1 FROM idempotency_records FOR UPDATE`)
+		require.NoError(t, err)
+		<-r.Context().Done()
+		cause = context.Cause(r.Context())
+		require.NoError(t, tx.Rollback())
+		w.WriteHeader(http.StatusCreated)
+	}))
+	post(h, "k", "{}")
+	assert.ErrorIs(t, cause, ErrLeaseLost)
+
+	w := post(h, "k", "{}")
+	assert.Equal(t, http.StatusCreated, w.Code)
+	assert.Empty(t, w.Header().Get("Idempotent-Replayed"), "nothing was stored: the request ran again")
+	assert.Equal(t, int64(2), calls.Load())
+}

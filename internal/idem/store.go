@@ -27,6 +27,12 @@ var (
 	// re-claimed or purged: its response cannot be stored or released.
 	// Raise [StoreConfig.Lease] above the handler's longest run.
 	ErrClaimLost = errors.New("idem: claim lost: its lease expired and the key was re-claimed or purged")
+	// ErrLeaseLost is the cause ([context.Cause]) with which the middleware
+	// cancels a handler's request context when the handler's claim could
+	// not be renewed before its lease ended (the store was unreachable) or
+	// another claim replaced it: another request with the key may run, so
+	// the handler should stop. Its response is not stored.
+	ErrLeaseLost = errors.New("idem: lease lost: the claim could not be renewed before its lease ended, or was replaced")
 )
 
 // beginAttempts bounds the retries of the claim statement when it sees
@@ -285,6 +291,37 @@ func (s *Store) Complete(ctx context.Context, c *Claim, resp Response) error {
 		return fmt.Errorf("idem: complete key %.12s on %q: %w", c.key, c.route, err)
 	}
 	return affectedOne(res, "complete", c)
+}
+
+// renewSQL extends a claim's lease, fenced like completeSQL: only the row
+// with the claim's id and still in flight.
+const renewSQL = `UPDATE idempotency_records
+SET "expiresAt" = COALESCE($2::timestamp, ` + dbNow + `) + $3::bigint * interval '1 millisecond'
+WHERE "id" = $1 AND "responseStatus" = 0
+RETURNING "expiresAt"`
+
+// Renew extends c's lease to [StoreConfig.Lease] from now, so that a
+// request running longer than one lease keeps its key. It is one
+// autocommitted statement; the middleware calls it every third of the
+// lease while the handler runs. It returns [ErrClaimLost] when c is no
+// longer the key's claim (another instance re-claimed the key after the
+// lease expired, or the row was completed, released or purged).
+func (s *Store) Renew(ctx context.Context, c *Claim) error {
+	st, err := s.prepared(ctx, renewSQL)
+	if err != nil {
+		return fmt.Errorf("idem: renew key %.12s on %q: %w", c.key, c.route, err)
+	}
+	sent := s.clock()
+	var expires time.Time
+	err = st.QueryRowContext(ctx, c.token, s.now(), s.cfg.Lease.Milliseconds()).Scan(&expires)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("idem: renew key %.12s on %q: %w", c.key, c.route, ErrClaimLost)
+	case err != nil:
+		return fmt.Errorf("idem: renew key %.12s on %q: %w", c.key, c.route, err)
+	}
+	c.setLease(expires.UTC(), s.lease(sent, expires.UTC()))
+	return nil
 }
 
 const releaseSQL = `DELETE FROM idempotency_records WHERE "id" = $1 AND "responseStatus" = 0`
