@@ -71,7 +71,10 @@
 // that outlived its lease, whose key another instance has re-claimed,
 // cannot overwrite or delete the new claim: it gets [ErrClaimLost]. The
 // handler runs between two autocommitted statements; no connection or
-// transaction is held while it runs.
+// transaction is held while it runs. The middleware runs Begin detached
+// from the request's context, bounded by a few seconds, so that a claim
+// written just as its client went away is seen and released at once
+// instead of blocking its key for a lease.
 //
 // Nothing in net/http bounds how long a handler runs (WriteTimeout only
 // bounds writes to the client), so the middleware keeps the lease alive

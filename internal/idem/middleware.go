@@ -58,6 +58,11 @@ type Event struct {
 // a cancelled request still stores its response or releases its claim.
 const releaseTimeout = 5 * time.Second
 
+// beginTimeout bounds each claim statement. It runs detached from the
+// request's context: a claim that committed just as the client went away
+// is then seen, and released, instead of blocking its key for a lease.
+const beginTimeout = 5 * time.Second
+
 // Middleware returns net/http middleware that makes the requests it applies
 // to ([Config.Methods] with a key in [Config.Header]) run at most once per
 // (tenant, key, route) within the store's TTL, across every instance that
@@ -170,14 +175,25 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		log.log(r.Context(), slog.LevelDebug, "idem: replayed", slog.Int("status", res.Replay.Status))
 		replay(w, res.Replay)
 		return
+	case r.Context().Err() != nil:
+		// The client went away while the key was being claimed.
+		m.release(context.WithoutCancel(r.Context()), res.Claim, ev, log, 0, "canceled")
+		return
 	}
 	m.run(next, w, r, res.Claim, ev, log)
 }
 
 // begin calls Begin, and while the key is in flight and cfg.Wait allows,
-// polls until it can replay or claim.
+// polls until it can replay or claim, or ctx ends. Each Begin runs detached
+// from ctx, bounded by beginTimeout.
 func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, error) {
-	res, err := m.cfg.Store.Begin(ctx, req)
+	detached := context.WithoutCancel(ctx)
+	once := func() (Result, error) {
+		ctx, cancel := context.WithTimeout(detached, beginTimeout)
+		defer cancel()
+		return m.cfg.Store.Begin(ctx, req)
+	}
+	res, err := once()
 	if !errors.Is(err, ErrInFlight) {
 		return res, err
 	}
@@ -198,7 +214,7 @@ func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, 
 			return Result{}, ErrInFlight
 		case <-tick.C:
 		}
-		res, err = m.cfg.Store.Begin(ctx, req)
+		res, err = once()
 		if !errors.Is(err, ErrInFlight) {
 			return res, err
 		}

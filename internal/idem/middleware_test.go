@@ -938,3 +938,53 @@ func TestMiddlewareUnrenewableLeaseCancelsHandler(t *testing.T) {
 	assert.Empty(t, w.Header().Get("Idempotent-Replayed"), "nothing was stored: the request ran again")
 	assert.Equal(t, int64(2), calls.Load())
 }
+
+// The claim runs detached from the request: a client that goes away while
+// its claim is being written does not leave the key claimed for a lease;
+// the claim, once written, is released at once.
+func TestMiddlewareReleasesClaimOfVanishedClient(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	s := NewStore(bounded(t, dbURL, 2), StoreConfig{})
+	var calls atomic.Int64
+	var events []Event
+	h := serve(Config{Store: s, OnEvent: func(e Event) { events = append(events, e) }}, created(&calls))
+
+	// An expired claim on the key, locked by another session: the next
+	// claim waits for that lock.
+	res, err := s.Begin(ctx, Request{Key: "k", Route: route, Fingerprint: Fingerprint(http.MethodPost, route, "/orders", "", "application/json", []byte("{}"))})
+	require.NoError(t, err)
+	require.NotNil(t, res.Claim)
+	_, err = s.db.Exec(`UPDATE idempotency_records SET "expiresAt" = ` + dbNow + ` - interval '1 second'`)
+	require.NoError(t, err)
+	locker := pgtest.Open(t, dbURL)
+	tx, err := locker.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	_, err = tx.ExecContext(ctx, `SELECT 1 FROM idempotency_records FOR UPDATE`)
+	require.NoError(t, err)
+
+	reqCtx, cancel := context.WithCancel(ctx)
+	done := make(chan *httptest.ResponseRecorder)
+	go func() { done <- postCtx(reqCtx, h, "k", "{}") }()
+	// Wait until the claim statement waits on the lock.
+	deadline := time.Now().Add(30 * time.Second) // a bound against a hang
+	for waiting := 0; waiting == 0; {
+		require.NoError(t, locker.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting))
+		require.True(t, time.Now().Before(deadline), "the claim never waited on the lock")
+	}
+	cancel() // the client goes away
+	require.NoError(t, tx.Rollback())
+	<-done
+
+	assert.Zero(t, calls.Load(), "the handler did not run for a client that left")
+	if assert.Len(t, events, 1) {
+		assert.Equal(t, EventReleased, events[0].Kind)
+		assert.Equal(t, "canceled", events[0].Reason)
+	}
+	var n int
+	require.NoError(t, s.db.QueryRow(`SELECT count(*) FROM idempotency_records`).Scan(&n))
+	assert.Zero(t, n, "the claim was released, not left to block the key")
+	assert.Equal(t, http.StatusCreated, post(h, "k", "{}").Code, "a retry runs at once")
+}
