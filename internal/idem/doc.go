@@ -118,7 +118,8 @@
 // would repeat its effect). It stores nothing and releases the claim, so
 // the client can retry, for a 5xx, a handler panic (the panic then goes on
 // up), a request whose context was cancelled before the handler returned,
-// and a body over [Config.MaxResponseBody] (default 1 MiB, with a
+// a handler that hijacked the connection (its answer bypassed the
+// middleware), and a body over [Config.MaxResponseBody] (default 1 MiB, with a
 // warning: a truncated body is never replayed). A replay sends the stored
 // status, headers and bytes, plus Idempotent-Replayed: true. Request
 // bodies over [Config.MaxRequestBody] (1 MiB) get 413 before the handler

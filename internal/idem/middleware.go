@@ -48,8 +48,9 @@ type Event struct {
 	// Status is the response status, for replay, stored and released.
 	Status int
 	// Reason is why a claim was released: "status" (1xx or 5xx), "panic",
-	// "canceled", "too large" or "lease lost" (see [ErrLeaseLost]); or
-	// "waiting" for a conflict that waits.
+	// "canceled", "too large", "hijacked" (the handler took over the
+	// connection) or "lease lost" (see [ErrLeaseLost]); or "waiting" for a
+	// conflict that waits.
 	Reason string
 }
 
@@ -241,8 +242,14 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 	}()
 	next.ServeHTTP(rec, r.WithContext(ctx))
 	lost := stopRenewing()
-	rec.finish()
 	finished = true
+	if rec.hijacked {
+		// The handler answered on the raw connection: there is no response
+		// to store, and none to finish.
+		m.release(cleanup, c, ev, log, 0, "hijacked")
+		return
+	}
+	rec.finish()
 
 	switch {
 	case lost:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -987,4 +988,44 @@ func TestMiddlewareReleasesClaimOfVanishedClient(t *testing.T) {
 	require.NoError(t, s.db.QueryRow(`SELECT count(*) FROM idempotency_records`).Scan(&n))
 	assert.Zero(t, n, "the claim was released, not left to block the key")
 	assert.Equal(t, http.StatusCreated, post(h, "k", "{}").Code, "a retry runs at once")
+}
+
+// A handler that hijacks the connection answers outside the recorder:
+// nothing is stored (no empty 200 is replayed), the claim is released, and
+// a retry runs the handler again.
+func TestMiddlewareHijackStoresNothing(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	var calls atomic.Int64
+	released := make(chan Event, 2)
+	srv := httptest.NewServer(Middleware(Config{Store: s, OnEvent: func(e Event) {
+		if e.Kind == EventReleased || e.Kind == EventStored {
+			released <- e
+		}
+	}})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if !assert.NoError(t, err) {
+			return
+		}
+		_, _ = brw.WriteString("HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+		_ = brw.Flush()
+		_ = conn.Close()
+	})))
+	t.Cleanup(srv.Close)
+	raw := func() string {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+		fmt.Fprintf(c, "POST /x HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	for i := range 2 {
+		assert.Contains(t, raw(), "202 Accepted", "the handler answered request %d", i)
+		e := <-released // the middleware is done with the key
+		assert.Equal(t, EventReleased, e.Kind)
+		assert.Equal(t, "hijacked", e.Reason)
+	}
+	assert.Equal(t, int64(2), calls.Load(), "nothing was stored: the retry ran again")
 }

@@ -1,6 +1,10 @@
 package idem
 
-import "net/http"
+import (
+	"bufio"
+	"net"
+	"net/http"
+)
 
 // recorder passes a handler's response through to the client while keeping
 // a copy of its status, the headers to replay and up to limit body bytes.
@@ -18,6 +22,7 @@ type recorder struct {
 	saved    http.Header
 	buf      []byte
 	overflow bool
+	hijacked bool // the handler took over the connection
 }
 
 func (r *recorder) Header() http.Header { return r.w.Header() }
@@ -53,6 +58,17 @@ func (r *recorder) Flush() {
 		r.send(false)
 	}
 	_ = http.NewResponseController(r.w).Flush()
+}
+
+// Hijack hands the connection to the handler, when the client's writer
+// allows it. What the handler then sends bypasses the recorder, so the
+// middleware stores nothing for it.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(r.w).Hijack()
+	if err == nil {
+		r.hijacked = true
+	}
+	return conn, brw, err
 }
 
 // Unwrap lets http.ResponseController reach the client's writer.
