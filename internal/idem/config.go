@@ -133,10 +133,11 @@ type Config struct {
 	// written to the client by then, so a response not stored leaves the
 	// key claimed until the lease ends, after which a retry of the request
 	// runs the handler again. Retries back off from 25 ms, doubling up to
-	// 500 ms, and never run past the claim's lease, after which the key may
-	// belong to another request. Default and maximum: the store's
-	// [StoreConfig.Lease]; a negative value disables retries (one attempt,
-	// bounded by 5 s).
+	// 500 ms, and none starts past the claim's lease, after which the key
+	// may belong to another request; the first attempt always gets at
+	// least 5 s, as the fence makes a late attempt safe. Default and
+	// maximum: the store's [StoreConfig.Lease]; a negative value disables
+	// retries (one attempt, bounded by 5 s).
 	StoreRetry time.Duration
 	// FailOpen runs the handler without idempotency when the store is
 	// unavailable: the claim failed with a transient error (a lost or

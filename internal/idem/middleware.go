@@ -344,23 +344,18 @@ func (m *middleware) release(ctx context.Context, c *Claim, ev Event, log logger
 
 // persist runs op, a fenced and idempotent statement on claim c, detached
 // from the request's cancellation (ctx is already detached). It retries
-// transient failures, logging each at warn level, until [Config.StoreRetry] has passed or c's lease
-// ends, whichever is first, each attempt bounded by that deadline too.
-// When retries are disabled, or the lease is already over, op runs once,
-// bounded by releaseTimeout: the fence makes a late attempt safe, and a
-// late store still spares the handler a second run if nobody re-claimed
-// the key. It returns whether an attempt failed transiently, and op's last
-// error.
+// transient failures, logging each at warn level, until [Config.StoreRetry]
+// has passed or c's lease ends, whichever is first. The attempts run until
+// that deadline, but never for less than releaseTimeout: the fence makes a
+// late attempt safe, and a late store still spares the handler a second
+// run if nobody re-claimed the key, so a handler that finished just before
+// its lease ended (or after it, or with retries disabled) still gets one
+// full attempt. It returns whether an attempt failed transiently, and op's
+// last error.
 func (m *middleware) persist(ctx context.Context, c *Claim, log logger, op func(context.Context) error) (bool, error) {
-	window := min(m.cfg.StoreRetry, m.cfg.Store.leaseLeft(c))
-	if window <= 0 {
-		ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
-		defer cancel()
-		err := op(ctx)
-		return transient(err), err
-	}
-	until := time.Now().Add(window)
-	ctx, cancel := context.WithDeadline(ctx, until)
+	now := time.Now()
+	until := now.Add(max(0, min(m.cfg.StoreRetry, m.cfg.Store.leaseLeft(c))))
+	ctx, cancel := context.WithDeadline(ctx, now.Add(max(until.Sub(now), releaseTimeout)))
 	defer cancel()
 	return retry(ctx, until, op, func(err error) {
 		log.log(ctx, slog.LevelWarn, "idem: store failed transiently after the handler ran; retrying", slog.Any("error", err))

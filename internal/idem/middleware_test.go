@@ -1029,3 +1029,23 @@ func TestMiddlewareHijackStoresNothing(t *testing.T) {
 	}
 	assert.Equal(t, int64(2), calls.Load(), "nothing was stored: the retry ran again")
 }
+
+// A handler that finishes just before its lease ends still gets a full
+// attempt to store its response: the fence, not the lease's last
+// microseconds, keeps a late store safe.
+func TestMiddlewareStoresResponseFinishedAtLeaseEnd(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{Now: clk.Now, Lease: time.Minute})
+	var calls atomic.Int64
+	var kinds []EventKind
+	h := serve(Config{Store: s, OnEvent: func(e Event) { kinds = append(kinds, e.Kind) }}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		clk.Advance(time.Minute - 50*time.Microsecond) // the handler took almost the whole lease
+		w.WriteHeader(http.StatusCreated)
+	}))
+	require.Equal(t, http.StatusCreated, post(h, "k", "{}").Code)
+	assert.Equal(t, []EventKind{EventStored}, kinds)
+	assert.Equal(t, "true", post(h, "k", "{}").Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, int64(1), calls.Load())
+}
