@@ -117,8 +117,9 @@
 // also 3xx (a 303 after a POST is a completed request; running it again
 // would repeat its effect). It stores nothing and releases the claim, so
 // the client can retry, for a 5xx, a handler panic (the panic then goes on
-// up), a request whose context was cancelled before the handler returned,
-// a handler that hijacked the connection (its answer bypassed the
+// up), a request whose context was cancelled before the handler returned
+// unless the handler answered a final 2xx (the work was done, so that
+// response is stored and a retry replays it), a handler that hijacked the connection (its answer bypassed the
 // middleware), and a body over [Config.MaxResponseBody] (default 1 MiB, with a
 // warning: a truncated body is never replayed). A replay sends the stored
 // status, headers and bytes, plus Idempotent-Replayed: true. Request

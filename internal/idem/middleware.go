@@ -256,7 +256,9 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 		log.log(cleanup, slog.LevelWarn, "idem: lease lost while the handler ran; its response is not stored",
 			slog.Int("status", rec.status), slog.Any("error", context.Cause(ctx)))
 		m.release(cleanup, c, ev, log, rec.status, "lease lost")
-	case r.Context().Err() != nil:
+	case r.Context().Err() != nil && (rec.status < 200 || rec.status >= 300):
+		// The handler may have answered the cancellation itself; a final
+		// 2xx, though, means the work was done, and is stored below.
 		m.release(cleanup, c, ev, log, rec.status, "canceled")
 	case rec.status < 200 || rec.status >= 500:
 		m.release(cleanup, c, ev, log, rec.status, "status")

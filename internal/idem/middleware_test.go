@@ -333,9 +333,9 @@ func TestMiddlewareFailuresLeaveKeyClaimable(t *testing.T) {
 			w.WriteHeader(http.StatusCreated)
 			panic("handler bug")
 		}},
-		{name: "canceled", reason: "canceled", fail: func(w http.ResponseWriter, _ *http.Request, cancel context.CancelFunc) {
-			cancel() // the client went away while the handler ran
-			w.WriteHeader(http.StatusCreated)
+		{name: "canceled", reason: "canceled", fail: func(w http.ResponseWriter, r *http.Request, cancel context.CancelFunc) {
+			cancel() // the client went away while the handler ran, which answers that
+			http.Error(w, context.Cause(r.Context()).Error(), http.StatusRequestTimeout)
 		}},
 		{name: "too large", reason: "too large", fail: func(w http.ResponseWriter, _ *http.Request, _ context.CancelFunc) {
 			_, _ = io.WriteString(w, big)
@@ -1048,4 +1048,29 @@ func TestMiddlewareStoresResponseFinishedAtLeaseEnd(t *testing.T) {
 	assert.Equal(t, []EventKind{EventStored}, kinds)
 	assert.Equal(t, "true", post(h, "k", "{}").Header().Get("Idempotent-Replayed"))
 	assert.Equal(t, int64(1), calls.Load())
+}
+
+// A request whose client went away while the handler ran, but whose
+// handler returned a final 2xx, did its work: the response is stored and a
+// retry replays it instead of running the request again.
+func TestMiddlewareStoresCompletedWorkOfCanceledRequest(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	var calls atomic.Int64
+	var cancel context.CancelFunc
+	h := serve(Config{Store: s}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		cancel() // the client goes away while the handler runs
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"order":1}`)
+	}))
+	ctx, c := context.WithCancel(context.Background())
+	cancel = c
+	postCtx(ctx, h, "k", "{}")
+
+	again := post(h, "k", "{}")
+	assert.Equal(t, http.StatusCreated, again.Code)
+	assert.Equal(t, "true", again.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, `{"order":1}`, again.Body.String())
+	assert.Equal(t, int64(1), calls.Load(), "the work ran once")
 }
