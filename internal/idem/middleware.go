@@ -428,6 +428,11 @@ func replay(w http.ResponseWriter, resp *Response) {
 	for k, v := range resp.Header {
 		h[k] = slices.Clone(v)
 	}
+	if _, ok := resp.Header["Content-Type"]; !ok {
+		// The original carried none (it had no body, or its handler
+		// suppressed sniffing): neither does the replay.
+		h["Content-Type"] = nil
+	}
 	h.Set("Idempotent-Replayed", "true")
 	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	w.WriteHeader(resp.Status)

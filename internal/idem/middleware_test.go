@@ -1074,3 +1074,49 @@ func TestMiddlewareStoresCompletedWorkOfCanceledRequest(t *testing.T) {
 	assert.Equal(t, `{"order":1}`, again.Body.String())
 	assert.Equal(t, int64(1), calls.Load(), "the work ran once")
 }
+
+// The Content-Type of a replay is the original's, however the handler wrote
+// its body: a Flush or an empty Write before the body commits the headers,
+// and the default type is set then, so net/http sniffs neither the original
+// (from its first chunk) nor the replay (from the whole body).
+func TestMiddlewareReplayContentTypeAfterFlush(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	stored := make(chan struct{}, 1)
+	srv := httptest.NewServer(Middleware(Config{Store: s, OnEvent: func(e Event) {
+		if e.Kind == EventStored {
+			stored <- struct{}{}
+		}
+	}})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/flush":
+			w.WriteHeader(http.StatusCreated)
+			_ = http.NewResponseController(w).Flush() // e.g. a streaming handler
+		case "/empty":
+			_, _ = w.Write(nil)
+		case "/suppressed":
+			w.Header()["Content-Type"] = nil
+		}
+		_, _ = w.Write([]byte(`<html><body>ok</body></html>`))
+	})))
+	t.Cleanup(srv.Close)
+	do := func(path string) (*http.Response, string) {
+		req, err := http.NewRequest(http.MethodPost, srv.URL+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Idempotency-Key", "k")
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		return resp, string(b)
+	}
+	for path, want := range map[string][]string{"/flush": {"application/json"}, "/empty": {"application/json"}, "/suppressed": nil} {
+		first, body := do(path)
+		<-stored
+		again, replayed := do(path)
+		require.Equal(t, "true", again.Header.Get("Idempotent-Replayed"), path)
+		assert.Equal(t, want, first.Header["Content-Type"], path)
+		assert.Equal(t, want, again.Header["Content-Type"], path)
+		assert.Equal(t, body, replayed, path)
+	}
+}
