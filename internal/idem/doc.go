@@ -31,7 +31,8 @@
 // "requestHash" is [Fingerprint]: SHA-256 over the length-framed method,
 // route, request target (the escaped path and the raw query), tenant and
 // body, with a JSON body in canonical form, so key order and whitespace do
-// not matter. The route pattern scopes the key, but the target is part of
+// not matter (a body that is not valid UTF-8 or escapes a lone surrogate,
+// which decoding would fold into U+FFFD, is hashed as sent). The route pattern scopes the key, but the target is part of
 // the request: a key reused on /accounts/2/charge after /accounts/1/charge
 // (same pattern "POST /accounts/{id}/charge", same body), or with
 // ?amount=500 after ?amount=5, is another request. A key reused with

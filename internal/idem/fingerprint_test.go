@@ -45,6 +45,29 @@ func TestFingerprintCanonicalJSON(t *testing.T) {
 	assert.NotEqual(t, fp("application/json", `{"a":1} x`), fp("application/json", `{"a":1}`))
 }
 
+// Decoding folds invalid UTF-8 and lone surrogate escapes into U+FFFD, so
+// such bodies are hashed byte for byte: distinct payloads never share a
+// fingerprint. A surrogate pair is a character like any other.
+func TestFingerprintKeepsUndecodableBodiesApart(t *testing.T) {
+	t.Parallel()
+	fp := func(b string) string { return Fingerprint("POST", "/x", "", "", "application/json", []byte(b)) }
+	assert.NotEqual(t, fp("{\"name\":\"\xff\"}"), fp("{\"name\":\"\xfe\"}"))
+	assert.NotEqual(t, fp("{\"name\":\"\xff\"}"), fp(`{"name":"\ufffd"}`))
+	assert.NotEqual(t, fp(`{"name":"\ud800"}`), fp(`{"name":"\ufffd"}`))
+	assert.NotEqual(t, fp(`{"name":"\ud800"}`), fp(`{"name":"\udbff"}`))
+	assert.NotEqual(t, fp(`{"name":"\udc00x"}`), fp(`{"name":"\ufffdx"}`))
+	assert.NotEqual(t, fp(`{"name":"\ud83d\u0041"}`), fp(`{"name":"\ufffdA"}`))
+	assert.Equal(t, fp(`{"x":"\ud83d\ude00","y":1}`), fp(`{ "y":1, "x":"😀" }`), "a surrogate pair canonicalises")
+	assert.Equal(t, fp(`{"x":"\\ud800","y":1}`), fp(`{ "y":1, "x":"\\ud800" }`), "an escaped backslash is not an escape")
+
+	for in, want := range map[string]bool{
+		`"\ud800"`: true, `"\uDBFF\uDFFF"`: false, `"\udfff"`: true, `"\ud800\ud800"`: true,
+		`"\\ud800"`: false, `"\\\ud800"`: true, `"\u00e9"`: false, `"\ud800`: true, `"\u12"`: false,
+	} {
+		assert.Equal(t, want, escapesLoneSurrogate([]byte(in)), in)
+	}
+}
+
 func TestFingerprintFraming(t *testing.T) {
 	t.Parallel()
 	a := Fingerprint("POST", "ab", "", "c", "text/plain", []byte("d"))
