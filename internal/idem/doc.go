@@ -109,10 +109,15 @@
 //	{"v":1,"header":{"Content-Type":["application/json"]},"body":"{\"id\":1}"}
 //
 // The body is kept as a JSON string when it is UTF-8, which round-trips
-// byte for byte, and as "bodyBase64" otherwise. The headers kept are
+// byte for byte, and as "bodyBase64" otherwise. Header values likewise: a
+// header with a value that is not UTF-8 (obs-text) is kept in
+// "headerBase64", which makes the envelope version 2; any other response
+// is written as version 1, and both are read. The headers kept are
 // Content-Type and [Config.ReplayHeaders] (default Location). A handler
-// that writes a body without a Content-Type gets [Config.DefaultContentType]
-// (JSON) set on the original response, so original and replay agree.
+// that writes or flushes a body without a Content-Type gets
+// [Config.DefaultContentType] (JSON) set on the original response before
+// its headers are sent, so original and replay agree, and net/http sniffs
+// neither.
 //
 // The middleware stores every final response below 500: 2xx and 4xx, and
 // also 3xx (a 303 after a POST is a completed request; running it again

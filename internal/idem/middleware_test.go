@@ -497,7 +497,7 @@ func TestMiddlewareFailOpenOnlyWhenUnavailable(t *testing.T) {
 	assertProblem(t, post(h, "k", "{}"), http.StatusServiceUnavailable)
 	assert.Equal(t, int64(1), calls.Load(), "a corrupt record is not a reason to run the request again")
 	assert.Contains(t, logs.String(), "level=ERROR")
-	assert.Contains(t, logs.String(), "not a version 1 envelope")
+	assert.Contains(t, logs.String(), "not a version 1 or 2 envelope")
 }
 
 // Requests the middleware does not apply to never reach the store: it is

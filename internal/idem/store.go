@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -357,16 +358,37 @@ func nullString(s string) sql.NullString { return sql.NullString{String: s, Vali
 
 // envelope is the JSON document kept in "responseBodyJson", as the table
 // has no column for headers. A UTF-8 body is kept as a JSON string, which
-// round-trips exactly; any other body as base64.
+// round-trips exactly; any other body as base64. Header values are kept the
+// same way: a header whose values are all UTF-8 in "header", any other in
+// "headerBase64", so that obs-text bytes come back as they were sent
+// instead of as U+FFFD. Version 1 has no "headerBase64"; an envelope that
+// needs it is version 2, and every other is still written as version 1, so
+// that an instance that reads only version 1 can replay it.
 type envelope struct {
-	V          int         `json:"v"`
-	Header     http.Header `json:"header,omitempty"`
-	Body       string      `json:"body,omitempty"`
-	BodyBase64 []byte      `json:"bodyBase64,omitempty"`
+	V            int                 `json:"v"`
+	Header       http.Header         `json:"header,omitempty"`
+	HeaderBase64 map[string][][]byte `json:"headerBase64,omitempty"`
+	Body         string              `json:"body,omitempty"`
+	BodyBase64   []byte              `json:"bodyBase64,omitempty"`
 }
 
 func encodeResponse(resp Response) (string, error) {
-	env := envelope{V: 1, Header: resp.Header}
+	env := envelope{V: 1}
+	for k, vs := range resp.Header {
+		if !slices.ContainsFunc(vs, func(v string) bool { return !utf8.ValidString(v) }) {
+			if env.Header == nil {
+				env.Header = make(http.Header, len(resp.Header))
+			}
+			env.Header[k] = vs
+			continue
+		}
+		if env.HeaderBase64 == nil {
+			env.V, env.HeaderBase64 = 2, make(map[string][][]byte)
+		}
+		for _, v := range vs {
+			env.HeaderBase64[k] = append(env.HeaderBase64[k], []byte(v))
+		}
+	}
 	if utf8.Valid(resp.Body) {
 		env.Body = string(resp.Body)
 	} else {
@@ -381,10 +403,18 @@ func encodeResponse(resp Response) (string, error) {
 
 func decodeResponse(status int, data string) (*Response, error) {
 	var env envelope
-	if err := json.Unmarshal([]byte(data), &env); err != nil || env.V != 1 {
-		return nil, fmt.Errorf("stored response is not a version 1 envelope (%v); delete the row to let the key run again", err)
+	if err := json.Unmarshal([]byte(data), &env); err != nil || (env.V != 1 && env.V != 2) {
+		return nil, fmt.Errorf("stored response is not a version 1 or 2 envelope (%v); delete the row to let the key run again", err)
 	}
 	resp := &Response{Status: status, Header: env.Header, Body: env.BodyBase64}
+	for k, vs := range env.HeaderBase64 {
+		if resp.Header == nil {
+			resp.Header = make(http.Header, len(env.HeaderBase64))
+		}
+		for _, v := range vs {
+			resp.Header[k] = append(resp.Header[k], string(v))
+		}
+	}
 	if resp.Body == nil {
 		resp.Body = []byte(env.Body)
 	}

@@ -3,6 +3,7 @@ package idem
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -256,4 +257,46 @@ func TestStoreUsesDatabaseClock(t *testing.T) {
 	assert.False(t, expires.Before(before.Add(time.Hour)) || expires.After(after.Add(time.Hour)),
 		"expiresAt %v is completion + TTL by the database's clock, in [%v, %v] + 1h", expires, before, after)
 	assert.ErrorIs(t, a.Complete(ctx, ra.Claim, Response{Status: 200}), ErrClaimLost)
+}
+
+// Header values are replayed byte for byte, obs-text (bytes that are not
+// UTF-8) included. Such a header needs a version 2 envelope; any other
+// response is still stored as version 1, and version 1 is still read.
+func TestStoreHeaderBytesRoundTrip(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	stored := func(key string) string {
+		t.Helper()
+		var env string
+		require.NoError(t, s.db.QueryRow(`SELECT "responseBodyJson" FROM idempotency_records WHERE "key" = $1`, storedKey("org_1", key)).Scan(&env))
+		return env
+	}
+
+	res, err := s.Begin(ctx, storeReq("obs-text"))
+	require.NoError(t, err)
+	want := Response{Status: 201, Header: http.Header{
+		"Location":     {"/files/caf\xe9", "/files/plain"},
+		"Content-Type": {"text/plain; charset=iso-8859-1"},
+	}, Body: []byte("caf\xe9")}
+	require.NoError(t, s.Complete(ctx, res.Claim, want))
+	got, err := s.Begin(ctx, storeReq("obs-text"))
+	require.NoError(t, err)
+	require.NotNil(t, got.Replay)
+	assert.Equal(t, want, *got.Replay)
+	assert.True(t, strings.HasPrefix(stored("obs-text"), `{"v":2,`), stored("obs-text"))
+
+	res, err = s.Begin(ctx, storeReq("utf-8"))
+	require.NoError(t, err)
+	require.NoError(t, s.Complete(ctx, res.Claim, Response{Status: 201, Header: http.Header{"Location": {"/files/café"}}}))
+	assert.True(t, strings.HasPrefix(stored("utf-8"), `{"v":1,`), stored("utf-8"))
+
+	// A record written as version 1, as by an earlier release.
+	_, err = s.db.Exec(`UPDATE idempotency_records SET "responseBodyJson" = $1 WHERE "key" = $2`,
+		`{"v":1,"header":{"Location":["/orders/1"]},"body":"{\"id\":1}"}`, storedKey("org_1", "utf-8"))
+	require.NoError(t, err)
+	got, err = s.Begin(ctx, storeReq("utf-8"))
+	require.NoError(t, err)
+	require.NotNil(t, got.Replay)
+	assert.Equal(t, Response{Status: 201, Header: http.Header{"Location": {"/orders/1"}}, Body: []byte(`{"id":1}`)}, *got.Replay)
 }
