@@ -4,10 +4,11 @@
 // shares the database.
 //
 // It has two layers. A [Store] works without HTTP: [Store.Begin] either
-// claims a key, so the caller runs the work and then calls
-// [Store.Complete] (store the response) or [Store.Release] (forget the
-// attempt), or returns the stored response to replay; [Store.Purge]
-// deletes expired rows. [Middleware] builds net/http middleware on it.
+// claims a key, so the caller runs the work, renewing the claim's lease
+// with [Store.Renew] if it runs long, and then calls [Store.Complete]
+// (store the response) or [Store.Release] (forget the attempt), or returns
+// the stored response to replay; [Store.Purge] deletes expired rows.
+// [Middleware] builds net/http middleware on it.
 //
 // # Scope and tenant isolation
 //
@@ -17,8 +18,8 @@
 // request (by default its escaped path). A route or tenant that is not
 // valid UTF-8, holds a control character or exceeds [MaxRouteLen] bytes
 // cannot be stored: the request gets 400 and the store is not asked. The
-// tenant, from [Config.Tenant], is
-// stored in "organizationId" and also namespaces the key: the "key" column
+// tenant, from [Config.Tenant], is stored in "organizationId" and also
+// namespaces the key: the "key" column
 // holds SHA-256(len‖"idem/key/v1"‖len‖tenant‖len‖key) in hex, never the raw
 // key. The same key sent by two tenants therefore names two different rows:
 // neither tenant can replay, block (409) or even detect the other's request
@@ -32,12 +33,13 @@
 // route, request target (the escaped path and the raw query), tenant and
 // body, with a JSON body in canonical form, so key order and whitespace do
 // not matter (a body that is not valid UTF-8 or escapes a lone surrogate,
-// which decoding would fold into U+FFFD, is hashed as sent). The route pattern scopes the key, but the target is part of
-// the request: a key reused on /accounts/2/charge after /accounts/1/charge
-// (same pattern "POST /accounts/{id}/charge", same body), or with
-// ?amount=500 after ?amount=5, is another request. A key reused with
-// another fingerprint gets [ErrMismatch] (422), whether the first request
-// is done or in flight.
+// which decoding would fold into U+FFFD, is hashed as sent). The route
+// pattern scopes the key, but the target is part of the request: a key
+// reused on /accounts/2/charge after /accounts/1/charge (same pattern
+// "POST /accounts/{id}/charge", same body), or with ?amount=500 after
+// ?amount=5, is another request. A key reused with another fingerprint
+// gets [ErrMismatch] (422), whether the first request is done or in
+// flight.
 //
 // # Claims, leases and fencing
 //
@@ -66,7 +68,7 @@
 // in tests).
 //
 // Each claim writes a new cuid into the row's "id": that id is the claim's
-// fencing token. Complete and Release act only on the row with their
+// fencing token. Renew, Complete and Release act only on the row with their
 // claim's id and "responseStatus" 0 (Complete also on the row already
 // holding its own identical response, so it is idempotent), so an instance
 // that outlived its lease, whose key another instance has re-claimed,
@@ -93,11 +95,12 @@
 // The response has reached the client before it is stored, so the
 // middleware retries Complete (and Release) through transient failures of
 // the store, with a capped backoff, until [Config.StoreRetry] (default: the
-// lease) or the claim's lease ends. A response that still could not be
-// stored leaves the key claimed until the lease ends, and a retry of the
-// request after that runs the handler again: an outage of the store longer
-// than the lease, right after a handler ran, is the one case where a key
-// runs twice.
+// lease) or the claim's lease ends; the first attempt always gets a few
+// seconds, as the fence makes a late one safe. A response that still could
+// not be stored leaves the key claimed until the lease ends, and a retry of
+// the request after that runs the handler again: an outage of the store
+// longer than the lease, right after a handler ran, and a lost lease whose
+// handler ignores its context, are the cases where a key runs twice.
 //
 // # What is stored
 //
@@ -123,11 +126,12 @@
 // also 3xx (a 303 after a POST is a completed request; running it again
 // would repeat its effect). It stores nothing and releases the claim, so
 // the client can retry, for a 5xx, a handler panic (the panic then goes on
-// up), a request whose context was cancelled before the handler returned
-// unless the handler answered a final 2xx (the work was done, so that
-// response is stored and a retry replays it), a handler that hijacked the connection (its answer bypassed the
-// middleware), and a body over [Config.MaxResponseBody] (default 1 MiB, with a
-// warning: a truncated body is never replayed). A replay sends the stored
+// up), a handler that hijacked the connection (its answer bypassed the
+// middleware), a body over [Config.MaxResponseBody] (default 1 MiB, with a
+// warning: a truncated body is never replayed), a lost lease (see above),
+// and a request whose context was cancelled before the handler returned,
+// unless the handler still answered a final 2xx: the work was done, so
+// that response is stored and a retry replays it. A replay sends the stored
 // status, headers and bytes, plus Idempotent-Replayed: true. Request
 // bodies over [Config.MaxRequestBody] (1 MiB) get 413 before the handler
 // runs; the handler reads the whole body the middleware fingerprinted.
@@ -148,7 +152,7 @@
 // instead, but only when the store is unavailable (a transient failure or
 // no answer in time), never for a record that cannot be read (still 503)
 // or a key held by another claim (409). Errors name the operation and wrap
-// their cause. Events go to [Config.Logger] and
-// [Config.OnEvent]; they identify a key by its stored hash, and never
-// carry the raw key or a body. "ip" is stored only when [Config.IP] is set.
+// their cause. Events go to [Config.Logger] and [Config.OnEvent]; they
+// identify a key by its stored hash, and never carry the raw key or a
+// body. "ip" is stored only when [Config.IP] is set.
 package idem
