@@ -22,18 +22,30 @@ const (
 	DefaultContentType     = "application/json"
 )
 
+// MaxRouteLen is the longest route and tenant accepted, in bytes. Both are
+// stored in indexed columns, whose entries PostgreSQL bounds; a longer one
+// is the client's doing (a long path, by default) and gets 400.
+const MaxRouteLen = 1024
+
 // StoreConfig configures a [Store]. The zero value means every default.
 type StoreConfig struct {
 	// TTL is how long a completed response is kept and replayed, counted
 	// from completion: "expiresAt" = completion + TTL. Default 24 h.
 	TTL time.Duration
-	// Lease is how long an in-flight claim blocks its key. After it, the
-	// claim counts as abandoned (its instance crashed) and the key can be
-	// claimed again, so it must exceed the longest a handler runs (at least
-	// the server's WriteTimeout). Default 1 minute.
+	// Lease is how long an in-flight claim blocks its key unless renewed.
+	// After it, the claim counts as abandoned (its instance crashed) and
+	// the key can be claimed again. The middleware renews the lease every
+	// third of it while the handler runs, so a handler may run longer; a
+	// handler whose lease could not be renewed in time (the store was
+	// unreachable for two thirds of it) has its context cancelled with
+	// [ErrLeaseLost]. It is also how long an instance that crashed blocks
+	// its keys. Default 1 minute.
 	Lease time.Duration
-	// Now is the clock; every time written is Now() in UTC, truncated to
-	// milliseconds. Default time.Now.
+	// Now, when set, is the clock of every lease and TTL decision and of
+	// every time written: Now() in UTC, truncated to milliseconds. Tests
+	// set it. Default nil: the database's clock (its statement_timestamp()
+	// in UTC, truncated to milliseconds), so instances whose clocks
+	// disagree still agree on when a lease or a record expires.
 	Now func() time.Time
 	// PurgeBatch is the number of rows [Store.Purge] deletes per
 	// statement. Default 1000.
@@ -50,9 +62,6 @@ func (c StoreConfig) resolve() StoreConfig {
 	c.TTL = cmp.Or(c.TTL, DefaultTTL)
 	c.Lease = cmp.Or(c.Lease, DefaultLease)
 	c.PurgeBatch = cmp.Or(c.PurgeBatch, DefaultPurgeBatch)
-	if c.Now == nil {
-		c.Now = time.Now
-	}
 	if c.Lease < time.Millisecond || c.TTL < time.Millisecond {
 		panic("idem: StoreConfig TTL and Lease must be at least 1ms, the precision of the timestamp(3) columns")
 	}
@@ -77,14 +86,20 @@ type Config struct {
 	Required func(r *http.Request) bool
 	// Route names the scope of a key when r.Pattern is empty (the
 	// middleware wraps a whole mux, or the router is not net/http's).
-	// Default: r.URL.Path, so each path is its own scope.
+	// Default: r.URL.EscapedPath(), so each path is its own scope. A route
+	// (pattern or Route's) that is not valid UTF-8, holds a control
+	// character or is longer than [MaxRouteLen] bytes gets 400 before the
+	// store is asked.
 	Route func(r *http.Request) string
 	// Tenant returns the tenant of a request, stored in "organizationId".
 	// Keys are namespaced by tenant: the same key sent by two tenants names
-	// two records. Default: no tenant ("").
+	// two records. A tenant that is not valid UTF-8, holds a control
+	// character or is longer than [MaxRouteLen] bytes gets 400, like a
+	// route. Default: no tenant ("").
 	Tenant func(r *http.Request) string
 	// IP returns the client address stored in "ip". Default nil: no
-	// address is stored. [RemoteIP] is a safe choice.
+	// address is stored. [RemoteIP] is a safe choice; a value that is not
+	// printable UTF-8 of at most [MaxRouteLen] bytes is not stored.
 	IP func(r *http.Request) string
 	// MaxRequestBody is the largest request body, in bytes, the middleware
 	// reads to fingerprint; a larger one gets 413 before the handler runs.
@@ -118,13 +133,19 @@ type Config struct {
 	// written to the client by then, so a response not stored leaves the
 	// key claimed until the lease ends, after which a retry of the request
 	// runs the handler again. Retries back off from 25 ms, doubling up to
-	// 500 ms, and never run past the claim's lease, after which the key may
-	// belong to another request. Default and maximum: the store's
-	// [StoreConfig.Lease]; a negative value disables retries (one attempt,
-	// bounded by 5 s).
+	// 500 ms, and none starts past the claim's lease, after which the key
+	// may belong to another request; the first attempt always gets at
+	// least 5 s, as the fence makes a late attempt safe. Default and
+	// maximum: the store's [StoreConfig.Lease]; a negative value disables
+	// retries (one attempt, bounded by 5 s).
 	StoreRetry time.Duration
 	// FailOpen runs the handler without idempotency when the store is
-	// unreachable. Default false: answer 503 and do not run the handler.
+	// unavailable: the claim failed with a transient error (a lost or
+	// refused connection, a server shutting down or starting, a lock,
+	// deadlock, serialization or statement timeout) or did not answer in
+	// time. Any other failure, such as a stored record that cannot be
+	// read, still gets 503, and a key held by a concurrent claim still
+	// gets 409. Default false: answer 503 and do not run the handler.
 	FailOpen bool
 	// Logger receives the middleware's events; no event carries the raw
 	// key or a body. Default slog.Default().
@@ -172,7 +193,7 @@ func (c Config) resolve() Config {
 		c.ReplayHeaders[i] = http.CanonicalHeaderKey(h)
 	}
 	if c.Route == nil {
-		c.Route = func(r *http.Request) string { return r.URL.Path }
+		c.Route = func(r *http.Request) string { return r.URL.EscapedPath() }
 	}
 	if c.Tenant == nil {
 		c.Tenant = func(*http.Request) string { return "" }

@@ -4,18 +4,22 @@
 // shares the database.
 //
 // It has two layers. A [Store] works without HTTP: [Store.Begin] either
-// claims a key, so the caller runs the work and then calls
-// [Store.Complete] (store the response) or [Store.Release] (forget the
-// attempt), or returns the stored response to replay; [Store.Purge]
-// deletes expired rows. [Middleware] builds net/http middleware on it.
+// claims a key, so the caller runs the work, renewing the claim's lease
+// with [Store.Renew] if it runs long, and then calls [Store.Complete]
+// (store the response) or [Store.Release] (forget the attempt), or returns
+// the stored response to replay; [Store.Purge] deletes expired rows.
+// [Middleware] builds net/http middleware on it.
 //
 // # Scope and tenant isolation
 //
 // A record is unique by ("key", "route"). The route is the request's
 // pattern (http.Request.Pattern, set by http.ServeMux when the middleware
 // wraps a single route's handler) or, when empty, [Config.Route] of the
-// request (by default its path). The tenant, from [Config.Tenant], is
-// stored in "organizationId" and also namespaces the key: the "key" column
+// request (by default its escaped path). A route or tenant that is not
+// valid UTF-8, holds a control character or exceeds [MaxRouteLen] bytes
+// cannot be stored: the request gets 400 and the store is not asked. The
+// tenant, from [Config.Tenant], is stored in "organizationId" and also
+// namespaces the key: the "key" column
 // holds SHA-256(len‖"idem/key/v1"‖len‖tenant‖len‖key) in hex, never the raw
 // key. The same key sent by two tenants therefore names two different rows:
 // neither tenant can replay, block (409) or even detect the other's request
@@ -26,9 +30,16 @@
 // # Fingerprint
 //
 // "requestHash" is [Fingerprint]: SHA-256 over the length-framed method,
-// route, tenant and body, with a JSON body in canonical form, so key order
-// and whitespace do not matter. A key reused with another fingerprint gets
-// [ErrMismatch] (422), whether the first request is done or in flight.
+// route, request target (the escaped path and the raw query), tenant and
+// body, with a JSON body in canonical form, so key order and whitespace do
+// not matter (a body that is not valid UTF-8 or escapes a lone surrogate,
+// which decoding would fold into U+FFFD, is hashed as sent). The route
+// pattern scopes the key, but the target is part of the request: a key
+// reused on /accounts/2/charge after /accounts/1/charge (same pattern
+// "POST /accounts/{id}/charge", same body), or with ?amount=500 after
+// ?amount=5, is another request. A key reused with another fingerprint
+// gets [ErrMismatch] (422), whether the first request is done or in
+// flight.
 //
 // # Claims, leases and fencing
 //
@@ -48,27 +59,48 @@
 // the statement again. A row past "expiresAt" is treated as absent and
 // taken over by the same statement: a completed record past its TTL, or a
 // claim whose instance crashed, once its lease has run out. The Store
-// prepares its three statements once per connection.
+// prepares its statements once per connection.
+//
+// Every time is the database's: the statements write and compare
+// statement_timestamp() in UTC, truncated to milliseconds like the
+// timestamp(3) columns, so instances whose clocks disagree still agree on
+// when a lease or a record expires ([StoreConfig.Now] replaces that clock
+// in tests).
 //
 // Each claim writes a new cuid into the row's "id": that id is the claim's
-// fencing token. Complete and Release act only on the row with their
+// fencing token. Renew, Complete and Release act only on the row with their
 // claim's id and "responseStatus" 0 (Complete also on the row already
 // holding its own identical response, so it is idempotent), so an instance
 // that outlived its lease, whose key another instance has re-claimed,
 // cannot overwrite or delete the new claim: it gets [ErrClaimLost]. The
 // handler runs between two autocommitted statements; no connection or
-// transaction is held while it runs. A handler that runs longer than the
-// lease can run twice, so the lease must exceed the longest handler (the
-// server's WriteTimeout).
+// transaction is held while it runs. The middleware runs Begin detached
+// from the request's context, bounded by a few seconds, so that a claim
+// written just as its client went away is seen and released at once
+// instead of blocking its key for a lease.
+//
+// Nothing in net/http bounds how long a handler runs (WriteTimeout only
+// bounds writes to the client), so the middleware keeps the lease alive
+// instead: every third of the lease while the handler runs, one short
+// fenced UPDATE ([Store.Renew]) moves "expiresAt" a lease ahead, holding no
+// connection between renewals. A handler may thus run for many leases
+// without a duplicate running it again. When a renewal finds the claim
+// gone, or none succeeds before the lease ends (the store is unreachable;
+// transient failures are retried until then), another request with the key
+// may run: the middleware cancels the handler's request context with the
+// cause [ErrLeaseLost], stores nothing and releases what is left of the
+// claim. A handler that ignores its context can then still run alongside a
+// second one, so handlers should heed it.
 //
 // The response has reached the client before it is stored, so the
 // middleware retries Complete (and Release) through transient failures of
 // the store, with a capped backoff, until [Config.StoreRetry] (default: the
-// lease) or the claim's lease ends. A response that still could not be
-// stored leaves the key claimed until the lease ends, and a retry of the
-// request after that runs the handler again: an outage of the store longer
-// than the lease, right after a handler ran, is the one case where a key
-// runs twice.
+// lease) or the claim's lease ends; the first attempt always gets a few
+// seconds, as the fence makes a late one safe. A response that still could
+// not be stored leaves the key claimed until the lease ends, and a retry of
+// the request after that runs the handler again: an outage of the store
+// longer than the lease, right after a handler ran, and a lost lease whose
+// handler ignores its context, are the cases where a key runs twice.
 //
 // # What is stored
 //
@@ -80,18 +112,26 @@
 //	{"v":1,"header":{"Content-Type":["application/json"]},"body":"{\"id\":1}"}
 //
 // The body is kept as a JSON string when it is UTF-8, which round-trips
-// byte for byte, and as "bodyBase64" otherwise. The headers kept are
+// byte for byte, and as "bodyBase64" otherwise. Header values likewise: a
+// header with a value that is not UTF-8 (obs-text) is kept in
+// "headerBase64", which makes the envelope version 2; any other response
+// is written as version 1, and both are read. The headers kept are
 // Content-Type and [Config.ReplayHeaders] (default Location). A handler
-// that writes a body without a Content-Type gets [Config.DefaultContentType]
-// (JSON) set on the original response, so original and replay agree.
+// that writes or flushes a body without a Content-Type gets
+// [Config.DefaultContentType] (JSON) set on the original response before
+// its headers are sent, so original and replay agree, and net/http sniffs
+// neither.
 //
 // The middleware stores every final response below 500: 2xx and 4xx, and
 // also 3xx (a 303 after a POST is a completed request; running it again
 // would repeat its effect). It stores nothing and releases the claim, so
 // the client can retry, for a 5xx, a handler panic (the panic then goes on
-// up), a request whose context was cancelled before the handler returned,
-// and a body over [Config.MaxResponseBody] (default 1 MiB, with a
-// warning: a truncated body is never replayed). A replay sends the stored
+// up), a handler that hijacked the connection (its answer bypassed the
+// middleware), a body over [Config.MaxResponseBody] (default 1 MiB, with a
+// warning: a truncated body is never replayed), a lost lease (see above),
+// and a request whose context was cancelled before the handler returned,
+// unless the handler still answered a final 2xx: the work was done, so
+// that response is stored and a retry replays it. A replay sends the stored
 // status, headers and bytes, plus Idempotent-Replayed: true. Request
 // bodies over [Config.MaxRequestBody] (1 MiB) get 413 before the handler
 // runs; the handler reads the whole body the middleware fingerprinted.
@@ -108,8 +148,11 @@
 // # Failures and observability
 //
 // When the store fails, the middleware answers 503 problem+json and does
-// not run the handler (fail closed), unless [Config.FailOpen]. Errors name
-// the operation and wrap their cause. Events go to [Config.Logger] and
-// [Config.OnEvent]; they identify a key by its stored hash, and never
-// carry the raw key or a body. "ip" is stored only when [Config.IP] is set.
+// not run the handler (fail closed). [Config.FailOpen] runs the handler
+// instead, but only when the store is unavailable (a transient failure or
+// no answer in time), never for a record that cannot be read (still 503)
+// or a key held by another claim (409). Errors name the operation and wrap
+// their cause. Events go to [Config.Logger] and [Config.OnEvent]; they
+// identify a key by its stored hash, and never carry the raw key or a
+// body. "ip" is stored only when [Config.IP] is set.
 package idem

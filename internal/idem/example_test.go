@@ -63,7 +63,7 @@ func ExampleStore() {
 	ctx := context.Background()
 	store := idem.NewStore(db, idem.StoreConfig{})
 	req := idem.Request{Key: "charge-42", Route: "charge", Tenant: "org_1",
-		Fingerprint: idem.Fingerprint("POST", "charge", "org_1", "application/json", []byte(`{"amount":100}`))}
+		Fingerprint: idem.Fingerprint("POST", "charge", "", "org_1", "application/json", []byte(`{"amount":100}`))}
 
 	for range 2 {
 		res, err := store.Begin(ctx, req)

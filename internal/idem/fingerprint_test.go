@@ -11,7 +11,9 @@ import (
 
 func TestFingerprintCanonicalJSON(t *testing.T) {
 	t.Parallel()
-	fp := func(ct, body string) string { return Fingerprint("POST", "POST /orders", "org", ct, []byte(body)) }
+	fp := func(ct, body string) string {
+		return Fingerprint("POST", "POST /orders", "/orders", "org", ct, []byte(body))
+	}
 
 	base := fp("application/json", `{"amount":100,"currency":"EUR","items":[{"sku":"a","qty":1},{"sku":"b","qty":2}],"meta":null}`)
 	variants := []struct{ ct, body string }{
@@ -43,17 +45,42 @@ func TestFingerprintCanonicalJSON(t *testing.T) {
 	assert.NotEqual(t, fp("application/json", `{"a":1} x`), fp("application/json", `{"a":1}`))
 }
 
+// Decoding folds invalid UTF-8 and lone surrogate escapes into U+FFFD, so
+// such bodies are hashed byte for byte: distinct payloads never share a
+// fingerprint. A surrogate pair is a character like any other.
+func TestFingerprintKeepsUndecodableBodiesApart(t *testing.T) {
+	t.Parallel()
+	fp := func(b string) string { return Fingerprint("POST", "/x", "", "", "application/json", []byte(b)) }
+	assert.NotEqual(t, fp("{\"name\":\"\xff\"}"), fp("{\"name\":\"\xfe\"}"))
+	assert.NotEqual(t, fp("{\"name\":\"\xff\"}"), fp(`{"name":"\ufffd"}`))
+	assert.NotEqual(t, fp(`{"name":"\ud800"}`), fp(`{"name":"\ufffd"}`))
+	assert.NotEqual(t, fp(`{"name":"\ud800"}`), fp(`{"name":"\udbff"}`))
+	assert.NotEqual(t, fp(`{"name":"\udc00x"}`), fp(`{"name":"\ufffdx"}`))
+	assert.NotEqual(t, fp(`{"name":"\ud83d\u0041"}`), fp(`{"name":"\ufffdA"}`))
+	assert.Equal(t, fp(`{"x":"\ud83d\ude00","y":1}`), fp(`{ "y":1, "x":"😀" }`), "a surrogate pair canonicalises")
+	assert.Equal(t, fp(`{"x":"\\ud800","y":1}`), fp(`{ "y":1, "x":"\\ud800" }`), "an escaped backslash is not an escape")
+
+	for in, want := range map[string]bool{
+		`"\ud800"`: true, `"\uDBFF\uDFFF"`: false, `"\udfff"`: true, `"\ud800\ud800"`: true,
+		`"\\ud800"`: false, `"\\\ud800"`: true, `"\u00e9"`: false, `"\ud800`: true, `"\u12"`: false,
+	} {
+		assert.Equal(t, want, escapesLoneSurrogate([]byte(in)), in)
+	}
+}
+
 func TestFingerprintFraming(t *testing.T) {
 	t.Parallel()
-	a := Fingerprint("POST", "ab", "c", "text/plain", []byte("d"))
+	a := Fingerprint("POST", "ab", "", "c", "text/plain", []byte("d"))
 	for _, other := range []string{
-		Fingerprint("POST", "a", "bc", "text/plain", []byte("d")),
-		Fingerprint("POST", "ab", "", "text/plain", []byte("cd")),
-		Fingerprint("PATCH", "ab", "c", "text/plain", []byte("d")),
+		Fingerprint("POST", "a", "", "bc", "text/plain", []byte("d")),
+		Fingerprint("POST", "ab", "", "", "text/plain", []byte("cd")),
+		Fingerprint("PATCH", "ab", "", "c", "text/plain", []byte("d")),
+		Fingerprint("POST", "ab", "/x", "c", "text/plain", []byte("d")),
+		Fingerprint("POST", "a", "b", "c", "text/plain", []byte("d")),
 	} {
 		assert.NotEqual(t, a, other)
 	}
-	assert.NotEqual(t, Fingerprint("POST", "r", "", "text/plain", []byte("1")), Fingerprint("POST", "r", "", "application/json", []byte("1")),
+	assert.NotEqual(t, Fingerprint("POST", "r", "", "", "text/plain", []byte("1")), Fingerprint("POST", "r", "", "", "application/json", []byte("1")),
 		"a canonical JSON body never collides with a raw one")
 	assert.Len(t, a, 64)
 	assert.NotEqual(t, storedKey("ab", "c"), storedKey("a", "bc"))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/klozd/api/internal/problem"
 )
@@ -45,7 +48,9 @@ type Event struct {
 	// Status is the response status, for replay, stored and released.
 	Status int
 	// Reason is why a claim was released: "status" (1xx or 5xx), "panic",
-	// "canceled" or "too large"; or "waiting" for a conflict that waits.
+	// "canceled", "too large", "hijacked" (the handler took over the
+	// connection) or "lease lost" (see [ErrLeaseLost]); or "waiting" for a
+	// conflict that waits.
 	Reason string
 }
 
@@ -53,6 +58,11 @@ type Event struct {
 // [Config.StoreRetry]). Cleanup runs detached from the request's context so
 // a cancelled request still stores its response or releases its claim.
 const releaseTimeout = 5 * time.Second
+
+// beginTimeout bounds each claim statement. It runs detached from the
+// request's context: a claim that committed just as the client went away
+// is then seen, and released, instead of blocking its key for a lease.
+const beginTimeout = 5 * time.Second
 
 // Middleware returns net/http middleware that makes the requests it applies
 // to ([Config.Methods] with a key in [Config.Header]) run at most once per
@@ -123,10 +133,20 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	if route == "" {
 		route = cfg.Route(r)
 	}
+	if !storable(route) {
+		problem.Write(w, http.StatusBadRequest, "This request's path cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
+		return
+	}
 	req := Request{Key: key, Route: route, Tenant: cfg.Tenant(r)}
-	req.Fingerprint = Fingerprint(r.Method, route, req.Tenant, r.Header.Get("Content-Type"), body)
+	if !storable(req.Tenant) {
+		problem.Write(w, http.StatusBadRequest, "This request's tenant cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
+		return
+	}
+	req.Fingerprint = Fingerprint(r.Method, route, r.URL.RequestURI(), req.Tenant, r.Header.Get("Content-Type"), body)
 	if cfg.IP != nil {
-		req.IP = cfg.IP(r)
+		if ip := cfg.IP(r); storable(ip) {
+			req.IP = ip
+		}
 	}
 	ev := Event{KeyID: storedKey(req.Tenant, req.Key), Route: route, Tenant: req.Tenant}
 	log := logger{l: cfg.Logger, keyID: ev.KeyID[:16], route: route}
@@ -143,12 +163,12 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		return
 	case err != nil && r.Context().Err() != nil:
 		return // the client is gone; nobody reads an answer
-	case err != nil && cfg.FailOpen:
+	case err != nil && cfg.FailOpen && unavailable(err):
 		log.log(r.Context(), slog.LevelError, "idem: store unavailable, running without idempotency (fail open)", slog.Any("error", err))
 		next.ServeHTTP(w, r)
 		return
 	case err != nil:
-		log.log(r.Context(), slog.LevelError, "idem: store unavailable, answering 503", slog.Any("error", err))
+		log.log(r.Context(), slog.LevelError, "idem: store failed, answering 503", slog.Any("error", err))
 		problem.Write(w, http.StatusServiceUnavailable, "Idempotency keys cannot be checked right now; retry later.", cfg.RetryAfter)
 		return
 	case res.Replay != nil:
@@ -156,14 +176,25 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		log.log(r.Context(), slog.LevelDebug, "idem: replayed", slog.Int("status", res.Replay.Status))
 		replay(w, res.Replay)
 		return
+	case r.Context().Err() != nil:
+		// The client went away while the key was being claimed.
+		m.release(context.WithoutCancel(r.Context()), res.Claim, ev, log, 0, "canceled")
+		return
 	}
 	m.run(next, w, r, res.Claim, ev, log)
 }
 
 // begin calls Begin, and while the key is in flight and cfg.Wait allows,
-// polls until it can replay or claim.
+// polls until it can replay or claim, or ctx ends. Each Begin runs detached
+// from ctx, bounded by beginTimeout.
 func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, error) {
-	res, err := m.cfg.Store.Begin(ctx, req)
+	detached := context.WithoutCancel(ctx)
+	once := func() (Result, error) {
+		ctx, cancel := context.WithTimeout(detached, beginTimeout)
+		defer cancel()
+		return m.cfg.Store.Begin(ctx, req)
+	}
+	res, err := once()
 	if !errors.Is(err, ErrInFlight) {
 		return res, err
 	}
@@ -184,32 +215,50 @@ func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, 
 			return Result{}, ErrInFlight
 		case <-tick.C:
 		}
-		res, err = m.cfg.Store.Begin(ctx, req)
+		res, err = once()
 		if !errors.Is(err, ErrInFlight) {
 			return res, err
 		}
 	}
 }
 
-// run runs the handler under claim c and then stores its response or
-// releases the claim. No connection is held while the handler runs.
+// run runs the handler under claim c, renewing its lease meanwhile, and
+// then stores its response or releases the claim. No connection is held
+// while the handler runs.
 func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Request, c *Claim, ev Event, log logger) {
 	rec := &recorder{w: w, limit: m.cfg.MaxResponseBody, defaultType: m.cfg.DefaultContentType, keep: m.cfg.ReplayHeaders}
 	cleanup := context.WithoutCancel(r.Context())
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	stopRenewing := m.keepAlive(c, log, cancel)
 	finished := false
 	defer func() {
 		if !finished {
 			// The handler panicked (or called runtime.Goexit): release and
 			// let the panic go on up, unrecovered.
+			stopRenewing()
 			m.release(cleanup, c, ev, log, rec.status, "panic")
 		}
 	}()
-	next.ServeHTTP(rec, r)
-	rec.finish()
+	next.ServeHTTP(rec, r.WithContext(ctx))
+	lost := stopRenewing()
 	finished = true
+	if rec.hijacked {
+		// The handler answered on the raw connection: there is no response
+		// to store, and none to finish.
+		m.release(cleanup, c, ev, log, 0, "hijacked")
+		return
+	}
+	rec.finish()
 
 	switch {
-	case r.Context().Err() != nil:
+	case lost:
+		log.log(cleanup, slog.LevelWarn, "idem: lease lost while the handler ran; its response is not stored",
+			slog.Int("status", rec.status), slog.Any("error", context.Cause(ctx)))
+		m.release(cleanup, c, ev, log, rec.status, "lease lost")
+	case r.Context().Err() != nil && (rec.status < 200 || rec.status >= 300):
+		// The handler may have answered the cancellation itself; a final
+		// 2xx, though, means the work was done, and is stored below.
 		m.release(cleanup, c, ev, log, rec.status, "canceled")
 	case rec.status < 200 || rec.status >= 500:
 		m.release(cleanup, c, ev, log, rec.status, "status")
@@ -230,11 +279,60 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 	}
 }
 
+// keepAlive renews c's lease every third of the lease while the handler
+// runs, each time with one short statement, so that a handler running
+// longer than the lease keeps its key. A renewal that fails transiently is
+// retried until the lease ends. When the claim is gone, or the lease ends
+// before a renewal succeeds, another request with the key may run: it
+// cancels the handler's context with [ErrLeaseLost]. The returned function
+// stops the renewals and reports whether the lease was lost.
+func (m *middleware) keepAlive(c *Claim, log logger, lose context.CancelCauseFunc) (stop func() (lost bool)) {
+	s := m.cfg.Store
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var lostLease bool
+	go func() {
+		defer close(done)
+		t := time.NewTimer(s.cfg.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			left := s.leaseLeft(c)
+			rctx, rcancel := context.WithTimeout(ctx, left)
+			_, err := retry(rctx, time.Now().Add(left), func(ctx context.Context) error { return s.Renew(ctx, c) }, func(err error) {
+				log.log(ctx, slog.LevelWarn, "idem: lease renewal failed transiently; retrying", slog.Any("error", err))
+			})
+			rcancel()
+			if ctx.Err() != nil {
+				return // the handler returned
+			}
+			if err != nil {
+				lostLease = true
+				log.log(ctx, slog.LevelError, "idem: lease lost while the handler runs; cancelling its context", slog.Any("error", err))
+				lose(fmt.Errorf("%w: %w", ErrLeaseLost, err))
+				return
+			}
+			log.log(ctx, slog.LevelDebug, "idem: lease renewed", slog.Time("expires_at", c.LeaseExpiresAt()))
+			t.Reset(s.cfg.Lease / 3)
+		}
+	}()
+	return func() bool {
+		cancel()
+		<-done
+		return lostLease
+	}
+}
+
 func (m *middleware) release(ctx context.Context, c *Claim, ev Event, log logger, status int, reason string) {
 	sawTransient, err := m.persist(ctx, c, log, func(ctx context.Context) error { return m.cfg.Store.Release(ctx, c) })
-	if errors.Is(err, ErrClaimLost) && sawTransient {
+	if errors.Is(err, ErrClaimLost) && (sawTransient || reason == "lease lost") {
 		// An earlier attempt may have deleted the row and lost only its
-		// reply; either way the claim no longer blocks the key.
+		// reply, or another claim replaced it; either way the claim no
+		// longer blocks the key.
 		err = nil
 	}
 	if err != nil {
@@ -248,24 +346,18 @@ func (m *middleware) release(ctx context.Context, c *Claim, ev Event, log logger
 
 // persist runs op, a fenced and idempotent statement on claim c, detached
 // from the request's cancellation (ctx is already detached). It retries
-// transient failures, logging each at warn level, until [Config.StoreRetry] has passed or c's lease
-// ends, whichever is first, each attempt bounded by that deadline too.
-// When retries are disabled, or the lease is already over, op runs once,
-// bounded by releaseTimeout: the fence makes a late attempt safe, and a
-// late store still spares the handler a second run if nobody re-claimed
-// the key. It returns whether an attempt failed transiently, and op's last
-// error.
+// transient failures, logging each at warn level, until [Config.StoreRetry]
+// has passed or c's lease ends, whichever is first. The attempts run until
+// that deadline, but never for less than releaseTimeout: the fence makes a
+// late attempt safe, and a late store still spares the handler a second
+// run if nobody re-claimed the key, so a handler that finished just before
+// its lease ended (or after it, or with retries disabled) still gets one
+// full attempt. It returns whether an attempt failed transiently, and op's
+// last error.
 func (m *middleware) persist(ctx context.Context, c *Claim, log logger, op func(context.Context) error) (bool, error) {
-	// The lease is measured on the store's clock, which tests may set.
-	window := min(m.cfg.StoreRetry, c.LeaseExpiresAt().Sub(m.cfg.Store.cfg.Now()))
-	if window <= 0 {
-		ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
-		defer cancel()
-		err := op(ctx)
-		return transient(err), err
-	}
-	until := time.Now().Add(window)
-	ctx, cancel := context.WithDeadline(ctx, until)
+	now := time.Now()
+	until := now.Add(max(0, min(m.cfg.StoreRetry, m.cfg.Store.leaseLeft(c))))
+	ctx, cancel := context.WithDeadline(ctx, now.Add(max(until.Sub(now), releaseTimeout)))
 	defer cancel()
 	return retry(ctx, until, op, func(err error) {
 		log.log(ctx, slog.LevelWarn, "idem: store failed transiently after the handler ran; retrying", slog.Any("error", err))
@@ -294,6 +386,28 @@ func (m *middleware) emit(ev Event, kind EventKind, status int, reason string) {
 	m.cfg.OnEvent(ev)
 }
 
+// storable reports whether s can be stored in a text column and its
+// index: valid UTF-8 without control characters (PostgreSQL refuses NUL and
+// invalid UTF-8), at most [MaxRouteLen] bytes.
+func storable(s string) bool {
+	if len(s) > MaxRouteLen || !utf8.ValidString(s) {
+		return false
+	}
+	for _, c := range s {
+		if unicode.IsControl(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// unavailable reports whether err, from the claim, means the store cannot
+// be reached right now (see [Config.FailOpen]): a transient failure, or no
+// answer within the claim's time bound.
+func unavailable(err error) bool {
+	return transient(err) || errors.Is(err, context.DeadlineExceeded)
+}
+
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
@@ -313,6 +427,11 @@ func replay(w http.ResponseWriter, resp *Response) {
 	h := w.Header()
 	for k, v := range resp.Header {
 		h[k] = slices.Clone(v)
+	}
+	if _, ok := resp.Header["Content-Type"]; !ok {
+		// The original carried none (it had no body, or its handler
+		// suppressed sniffing): neither does the replay.
+		h["Content-Type"] = nil
 	}
 	h.Set("Idempotent-Replayed", "true")
 	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -238,6 +239,41 @@ func TestMiddlewareMismatch(t *testing.T) {
 	assert.Equal(t, int64(1), calls.Load())
 }
 
+// Path values and the query string are part of the request: the same key
+// and body sent to another resource of the same route pattern, or with
+// another query, is a different request (422), never a replay of the first
+// resource's response.
+func TestMiddlewarePathAndQueryArePartOfTheRequest(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	var charged []string
+	mux := http.NewServeMux()
+	mux.Handle("POST /accounts/{id}/charge", Middleware(Config{Store: s})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		charged = append(charged, r.PathValue("id")+"?"+r.URL.RawQuery)
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, `{"charged":%q}`, r.PathValue("id"))
+	})))
+	do := func(key, target string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, target, strings.NewReader(`{"amount":100}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Idempotency-Key", key)
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, r)
+		return w
+	}
+	require.Equal(t, http.StatusCreated, do("path", "/accounts/1/charge").Code)
+	assertProblem(t, do("path", "/accounts/2/charge"), http.StatusUnprocessableEntity)
+	assertProblem(t, do("path", "/accounts/%31/charge"), http.StatusUnprocessableEntity) // the escaped path is compared
+	assert.Equal(t, "true", do("path", "/accounts/1/charge").Header().Get("Idempotent-Replayed"))
+
+	require.Equal(t, http.StatusCreated, do("query", "/accounts/1/charge?amount=5").Code)
+	assertProblem(t, do("query", "/accounts/1/charge?amount=500"), http.StatusUnprocessableEntity)
+	assertProblem(t, do("query", "/accounts/1/charge"), http.StatusUnprocessableEntity)
+	assert.Equal(t, "true", do("query", "/accounts/1/charge?amount=5").Header().Get("Idempotent-Replayed"))
+
+	assert.Equal(t, []string{"1?", "1?amount=5"}, charged, "no request ran for another resource's key")
+}
+
 // The same key on the same route from two tenants names two records:
 // neither tenant sees, blocks or is refused because of the other's.
 func TestMiddlewareTenantIsolation(t *testing.T) {
@@ -297,9 +333,9 @@ func TestMiddlewareFailuresLeaveKeyClaimable(t *testing.T) {
 			w.WriteHeader(http.StatusCreated)
 			panic("handler bug")
 		}},
-		{name: "canceled", reason: "canceled", fail: func(w http.ResponseWriter, _ *http.Request, cancel context.CancelFunc) {
-			cancel() // the client went away while the handler ran
-			w.WriteHeader(http.StatusCreated)
+		{name: "canceled", reason: "canceled", fail: func(w http.ResponseWriter, r *http.Request, cancel context.CancelFunc) {
+			cancel() // the client went away while the handler ran, which answers that
+			http.Error(w, context.Cause(r.Context()).Error(), http.StatusRequestTimeout)
 		}},
 		{name: "too large", reason: "too large", fail: func(w http.ResponseWriter, _ *http.Request, _ context.CancelFunc) {
 			_, _ = io.WriteString(w, big)
@@ -362,7 +398,7 @@ func TestMiddlewareCrashedClaimAndExpiry(t *testing.T) {
 
 	// An instance claimed the key and died.
 	body := `{"sku":"a"}`
-	_, err := s.Begin(context.Background(), Request{Key: "k", Route: route, Fingerprint: Fingerprint(http.MethodPost, route, "", "application/json", []byte(body))})
+	_, err := s.Begin(context.Background(), Request{Key: "k", Route: route, Fingerprint: Fingerprint(http.MethodPost, route, "/orders", "", "application/json", []byte(body))})
 	require.NoError(t, err)
 
 	w := post(h, "k", body)
@@ -400,6 +436,68 @@ func TestMiddlewareStoreDown(t *testing.T) {
 	w = post(serve(Config{Store: s, FailOpen: true, Logger: logger}, created(&calls)), "k", "{}")
 	assert.Equal(t, http.StatusCreated, w.Code)
 	assert.Equal(t, int64(1), calls.Load(), "fail open: the handler ran")
+}
+
+// A route or tenant that cannot be stored is the client's doing: 400,
+// before the store is asked (it is down here, which would answer 503). A
+// path with escapes is stored escaped, so it is usable.
+func TestMiddlewareRejectsUnstorableRoute(t *testing.T) {
+	t.Parallel()
+	down := NewStore(deadDB(t), StoreConfig{})
+	var calls atomic.Int64
+	h := Middleware(Config{Store: down, Tenant: func(r *http.Request) string { return r.Header.Get("X-Org") },
+		Route: func(r *http.Request) string { return r.Header.Get("X-Route") + r.URL.EscapedPath() }})(created(&calls))
+	do := func(path string, header ...string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, path, strings.NewReader("{}"))
+		r.Header.Set("Idempotency-Key", "k")
+		for i := 0; i+1 < len(header); i += 2 {
+			r.Header.Set(header[i], header[i+1])
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	assertProblem(t, do("/orders/"+strings.Repeat("a", MaxRouteLen)), http.StatusBadRequest)
+	assertProblem(t, do("/orders", "X-Route", "caf\xe9"), http.StatusBadRequest)
+	assertProblem(t, do("/orders", "X-Route", "a\x00b"), http.StatusBadRequest)
+	assertProblem(t, do("/orders", "X-Org", "org\x01"), http.StatusBadRequest)
+	assertProblem(t, do("/orders", "X-Org", strings.Repeat("o", MaxRouteLen+1)), http.StatusBadRequest)
+	assert.Zero(t, calls.Load())
+
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	for _, failOpen := range []bool{false, true} {
+		calls.Store(0)
+		h := Middleware(Config{Store: s, FailOpen: failOpen})(created(&calls))
+		for _, path := range []string{"/orders/%FF", "/orders/%00", "/orders/" + strings.Repeat("b", MaxRouteLen-len("/orders/"))} {
+			for range 2 {
+				r := httptest.NewRequest(http.MethodPost, path, strings.NewReader("{}"))
+				r.Header.Set("Idempotency-Key", fmt.Sprint("path-", failOpen))
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				assert.Equal(t, http.StatusCreated, w.Code, "%.20q: %s", path, w.Body)
+			}
+		}
+		assert.Equal(t, int64(3), calls.Load(), "fail open %v: each path ran once, then replayed", failOpen)
+	}
+}
+
+// FailOpen runs the handler only when the store cannot be reached: a
+// stored record that cannot be read still gets 503, and the handler does
+// not run.
+func TestMiddlewareFailOpenOnlyWhenUnavailable(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	var logs syncBuffer
+	var calls atomic.Int64
+	h := serve(Config{Store: s, FailOpen: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, created(&calls))
+	require.Equal(t, http.StatusCreated, post(h, "k", "{}").Code)
+	_, err := s.db.Exec(`UPDATE idempotency_records SET "responseBodyJson" = 'not an envelope'`)
+	require.NoError(t, err)
+
+	assertProblem(t, post(h, "k", "{}"), http.StatusServiceUnavailable)
+	assert.Equal(t, int64(1), calls.Load(), "a corrupt record is not a reason to run the request again")
+	assert.Contains(t, logs.String(), "level=ERROR")
+	assert.Contains(t, logs.String(), "not a version 1 or 2 envelope")
 }
 
 // Requests the middleware does not apply to never reach the store: it is
@@ -714,3 +812,311 @@ func (h onMessage) Handle(_ context.Context, r slog.Record) error {
 }
 func (h onMessage) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h onMessage) WithGroup(string) slog.Handler      { return h }
+
+// A handler running for several leases keeps its claim: the middleware
+// renews the lease while it runs, so a duplicate sent to another instance
+// after the first lease ended still gets 409 and the handler runs once.
+// The test waits on the renewals themselves (logged at debug level).
+func TestMiddlewareRenewsLeaseWhileHandlerRuns(t *testing.T) {
+	t.Parallel()
+	const lease = 600 * time.Millisecond
+	url := pgtest.URL(t)
+	a := NewStore(bounded(t, url, 2), StoreConfig{Lease: lease})
+	b := NewStore(bounded(t, url, 2), StoreConfig{Lease: lease})
+	renewed := make(chan struct{}, 100)
+	var calls atomic.Int64
+	entered, release := make(chan struct{}), make(chan struct{})
+	var handlerErr error
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		close(entered)
+		<-release
+		handlerErr = r.Context().Err()
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"order":1}`)
+	})
+	first := serve(Config{Store: a, Logger: slog.New(onMessage{"lease renewed", func() { renewed <- struct{}{} }})}, h)
+	second := serve(Config{Store: b}, h)
+
+	done := make(chan *httptest.ResponseRecorder)
+	go func() { done <- post(first, "k", "{}") }()
+	<-entered
+	var claim string
+	require.NoError(t, a.db.QueryRow(`SELECT "id" FROM idempotency_records`).Scan(&claim))
+	timeout := time.After(30 * time.Second) // a bound against a hang, not a wait for a race
+	for i := range 9 {                      // three leases
+		select {
+		case <-renewed:
+		case <-timeout:
+			close(release)
+			t.Fatalf("only %d renewals", i)
+		}
+	}
+	assertProblem(t, post(second, "k", "{}"), http.StatusConflict)
+	var id string
+	var running bool
+	require.NoError(t, a.db.QueryRow(`SELECT "id", "expiresAt" > `+dbNow+` FROM idempotency_records`).Scan(&id, &running))
+	assert.Equal(t, claim, id, "the first claim still holds the key")
+	assert.True(t, running, "its lease runs")
+
+	close(release)
+	assert.Equal(t, http.StatusCreated, (<-done).Code)
+	assert.NoError(t, handlerErr, "the handler's context was not cancelled")
+	again := post(second, "k", "{}")
+	assert.Equal(t, "true", again.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, int64(1), calls.Load(), "the handler ran once")
+}
+
+// When a renewal finds the claim replaced (its lease ran out and another
+// instance re-claimed the key), the handler's context is cancelled with
+// ErrLeaseLost, and nothing is stored over the new claim.
+func TestMiddlewareLostClaimCancelsHandler(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{Lease: 300 * time.Millisecond})
+	entered := make(chan struct{})
+	var cause error
+	var events []Event
+	h := serve(Config{Store: s, OnEvent: func(e Event) { events = append(events, e) }}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done()
+		cause = context.Cause(r.Context())
+		w.WriteHeader(http.StatusCreated) // the handler ignores the cancellation
+	}))
+	done := make(chan int)
+	go func() { done <- post(h, "k", "{}").Code }()
+	<-entered
+	_, err := s.db.Exec(`UPDATE idempotency_records SET "id" = 'another-claim', "expiresAt" = "expiresAt" + interval '1 hour'`)
+	require.NoError(t, err)
+
+	<-done
+	assert.ErrorIs(t, cause, ErrLeaseLost)
+	if assert.Len(t, events, 1) {
+		assert.Equal(t, EventReleased, events[0].Kind)
+		assert.Equal(t, "lease lost", events[0].Reason)
+	}
+	var id string
+	var status int
+	require.NoError(t, s.db.QueryRow(`SELECT "id", "responseStatus" FROM idempotency_records`).Scan(&id, &status))
+	assert.Equal(t, "another-claim", id, "the new claim is untouched")
+	assert.Zero(t, status)
+}
+
+// When the lease cannot be renewed before it ends (the claim's row stays
+// locked past every renewal's lock timeout: the store is unusable), the
+// handler's context is cancelled with ErrLeaseLost and nothing is stored,
+// so a retry runs the request.
+func TestMiddlewareUnrenewableLeaseCancelsHandler(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	db, err := database.OpenConfig(dbURL, database.Config{MaxOpenConns: 2, LockTimeout: 50 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	locker := pgtest.Open(t, dbURL)
+	s := NewStore(db, StoreConfig{Lease: 300 * time.Millisecond})
+
+	var calls atomic.Int64
+	var cause error
+	h := serve(Config{Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) > 1 {
+			w.WriteHeader(http.StatusCreated)
+			return
+		}
+		tx, err := locker.BeginTx(ctx, nil)
+		require.NoError(t, err)
+		_, err = tx.ExecContext(ctx, `SELECT 1 FROM idempotency_records FOR UPDATE`)
+		require.NoError(t, err)
+		<-r.Context().Done()
+		cause = context.Cause(r.Context())
+		require.NoError(t, tx.Rollback())
+		w.WriteHeader(http.StatusCreated)
+	}))
+	post(h, "k", "{}")
+	assert.ErrorIs(t, cause, ErrLeaseLost)
+
+	w := post(h, "k", "{}")
+	assert.Equal(t, http.StatusCreated, w.Code)
+	assert.Empty(t, w.Header().Get("Idempotent-Replayed"), "nothing was stored: the request ran again")
+	assert.Equal(t, int64(2), calls.Load())
+}
+
+// The claim runs detached from the request: a client that goes away while
+// its claim is being written does not leave the key claimed for a lease;
+// the claim, once written, is released at once.
+func TestMiddlewareReleasesClaimOfVanishedClient(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	s := NewStore(bounded(t, dbURL, 2), StoreConfig{})
+	var calls atomic.Int64
+	var events []Event
+	h := serve(Config{Store: s, OnEvent: func(e Event) { events = append(events, e) }}, created(&calls))
+
+	// An expired claim on the key, locked by another session: the next
+	// claim waits for that lock.
+	res, err := s.Begin(ctx, Request{Key: "k", Route: route, Fingerprint: Fingerprint(http.MethodPost, route, "/orders", "", "application/json", []byte("{}"))})
+	require.NoError(t, err)
+	require.NotNil(t, res.Claim)
+	_, err = s.db.Exec(`UPDATE idempotency_records SET "expiresAt" = ` + dbNow + ` - interval '1 second'`)
+	require.NoError(t, err)
+	locker := pgtest.Open(t, dbURL)
+	tx, err := locker.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	_, err = tx.ExecContext(ctx, `SELECT 1 FROM idempotency_records FOR UPDATE`)
+	require.NoError(t, err)
+
+	reqCtx, cancel := context.WithCancel(ctx)
+	done := make(chan *httptest.ResponseRecorder)
+	go func() { done <- postCtx(reqCtx, h, "k", "{}") }()
+	// Wait until the claim statement waits on the lock.
+	deadline := time.Now().Add(30 * time.Second) // a bound against a hang
+	for waiting := 0; waiting == 0; {
+		require.NoError(t, locker.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting))
+		require.True(t, time.Now().Before(deadline), "the claim never waited on the lock")
+	}
+	cancel() // the client goes away
+	require.NoError(t, tx.Rollback())
+	<-done
+
+	assert.Zero(t, calls.Load(), "the handler did not run for a client that left")
+	if assert.Len(t, events, 1) {
+		assert.Equal(t, EventReleased, events[0].Kind)
+		assert.Equal(t, "canceled", events[0].Reason)
+	}
+	var n int
+	require.NoError(t, s.db.QueryRow(`SELECT count(*) FROM idempotency_records`).Scan(&n))
+	assert.Zero(t, n, "the claim was released, not left to block the key")
+	assert.Equal(t, http.StatusCreated, post(h, "k", "{}").Code, "a retry runs at once")
+}
+
+// A handler that hijacks the connection answers outside the recorder:
+// nothing is stored (no empty 200 is replayed), the claim is released, and
+// a retry runs the handler again.
+func TestMiddlewareHijackStoresNothing(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	var calls atomic.Int64
+	released := make(chan Event, 2)
+	srv := httptest.NewServer(Middleware(Config{Store: s, OnEvent: func(e Event) {
+		if e.Kind == EventReleased || e.Kind == EventStored {
+			released <- e
+		}
+	}})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if !assert.NoError(t, err) {
+			return
+		}
+		_, _ = brw.WriteString("HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+		_ = brw.Flush()
+		_ = conn.Close()
+	})))
+	t.Cleanup(srv.Close)
+	raw := func() string {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+		fmt.Fprintf(c, "POST /x HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	for i := range 2 {
+		assert.Contains(t, raw(), "202 Accepted", "the handler answered request %d", i)
+		e := <-released // the middleware is done with the key
+		assert.Equal(t, EventReleased, e.Kind)
+		assert.Equal(t, "hijacked", e.Reason)
+	}
+	assert.Equal(t, int64(2), calls.Load(), "nothing was stored: the retry ran again")
+}
+
+// A handler that finishes just before its lease ends still gets a full
+// attempt to store its response: the fence, not the lease's last
+// microseconds, keeps a late store safe.
+func TestMiddlewareStoresResponseFinishedAtLeaseEnd(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{Now: clk.Now, Lease: time.Minute})
+	var calls atomic.Int64
+	var kinds []EventKind
+	h := serve(Config{Store: s, OnEvent: func(e Event) { kinds = append(kinds, e.Kind) }}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		clk.Advance(time.Minute - 50*time.Microsecond) // the handler took almost the whole lease
+		w.WriteHeader(http.StatusCreated)
+	}))
+	require.Equal(t, http.StatusCreated, post(h, "k", "{}").Code)
+	assert.Equal(t, []EventKind{EventStored}, kinds)
+	assert.Equal(t, "true", post(h, "k", "{}").Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, int64(1), calls.Load())
+}
+
+// A request whose client went away while the handler ran, but whose
+// handler returned a final 2xx, did its work: the response is stored and a
+// retry replays it instead of running the request again.
+func TestMiddlewareStoresCompletedWorkOfCanceledRequest(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	var calls atomic.Int64
+	var cancel context.CancelFunc
+	h := serve(Config{Store: s}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		cancel() // the client goes away while the handler runs
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"order":1}`)
+	}))
+	ctx, c := context.WithCancel(context.Background())
+	cancel = c
+	postCtx(ctx, h, "k", "{}")
+
+	again := post(h, "k", "{}")
+	assert.Equal(t, http.StatusCreated, again.Code)
+	assert.Equal(t, "true", again.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, `{"order":1}`, again.Body.String())
+	assert.Equal(t, int64(1), calls.Load(), "the work ran once")
+}
+
+// The Content-Type of a replay is the original's, however the handler wrote
+// its body: a Flush or an empty Write before the body commits the headers,
+// and the default type is set then, so net/http sniffs neither the original
+// (from its first chunk) nor the replay (from the whole body).
+func TestMiddlewareReplayContentTypeAfterFlush(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	stored := make(chan struct{}, 1)
+	srv := httptest.NewServer(Middleware(Config{Store: s, OnEvent: func(e Event) {
+		if e.Kind == EventStored {
+			stored <- struct{}{}
+		}
+	}})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/flush":
+			w.WriteHeader(http.StatusCreated)
+			_ = http.NewResponseController(w).Flush() // e.g. a streaming handler
+		case "/empty":
+			_, _ = w.Write(nil)
+		case "/suppressed":
+			w.Header()["Content-Type"] = nil
+		}
+		_, _ = w.Write([]byte(`<html><body>ok</body></html>`))
+	})))
+	t.Cleanup(srv.Close)
+	do := func(path string) (*http.Response, string) {
+		req, err := http.NewRequest(http.MethodPost, srv.URL+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Idempotency-Key", "k")
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		return resp, string(b)
+	}
+	for path, want := range map[string][]string{"/flush": {"application/json"}, "/empty": {"application/json"}, "/suppressed": nil} {
+		first, body := do(path)
+		<-stored
+		again, replayed := do(path)
+		require.Equal(t, "true", again.Header.Get("Idempotent-Replayed"), path)
+		assert.Equal(t, want, first.Header["Content-Type"], path)
+		assert.Equal(t, want, again.Header["Content-Type"], path)
+		assert.Equal(t, body, replayed, path)
+	}
+}

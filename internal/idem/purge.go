@@ -3,8 +3,6 @@ package idem
 import (
 	"context"
 	"fmt"
-
-	"github.com/klozd/api/ent/schema"
 )
 
 // purgeSQL deletes one batch of expired rows, found through the
@@ -14,25 +12,25 @@ import (
 const purgeSQL = `DELETE FROM idempotency_records
 WHERE "id" IN (
 	SELECT "id" FROM idempotency_records
-	WHERE "expiresAt" <= $1
+	WHERE "expiresAt" <= COALESCE($1::timestamp, ` + dbNow + `)
 	ORDER BY "expiresAt"
 	LIMIT $2
 	FOR UPDATE SKIP LOCKED
-) AND "expiresAt" <= $1`
+) AND "expiresAt" <= COALESCE($1::timestamp, ` + dbNow + `)`
 
-// Purge deletes the records expired at Now, completed ones past their TTL
+// Purge deletes the records expired by the store's clock (the database's,
+// unless [StoreConfig.Now] is set), completed ones past their TTL
 // and abandoned claims past their lease, in batches of
 // [StoreConfig.PurgeBatch] rows, one statement each, and returns how many
 // it deleted. Expired rows are already treated as absent, so purging only
 // reclaims space; it is safe to run from several instances at once. It
 // stops at the first batch smaller than the batch size, or when ctx ends.
 func (s *Store) Purge(ctx context.Context) (int64, error) {
-	now := schema.UTCMillis(s.cfg.Now())
 	var total int64
 	for {
-		res, err := s.db.ExecContext(ctx, purgeSQL, now, s.cfg.PurgeBatch)
+		res, err := s.db.ExecContext(ctx, purgeSQL, s.now(), s.cfg.PurgeBatch)
 		if err != nil {
-			return total, fmt.Errorf("idem: purge records expired before %s (%d deleted so far): %w", now.Format("2006-01-02T15:04:05.000Z"), total, err)
+			return total, fmt.Errorf("idem: purge expired records (%d deleted so far): %w", total, err)
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
@@ -52,8 +50,7 @@ func (s *Store) Purge(ctx context.Context) (int64, error) {
 // a dry run. It deletes nothing.
 func (s *Store) CountExpired(ctx context.Context) (int64, error) {
 	var n int64
-	now := schema.UTCMillis(s.cfg.Now())
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM idempotency_records WHERE "expiresAt" <= $1`, now).Scan(&n); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM idempotency_records WHERE "expiresAt" <= COALESCE($1::timestamp, `+dbNow+`)`, s.now()).Scan(&n); err != nil {
 		return 0, fmt.Errorf("idem: count expired records: %w", err)
 	}
 	return n, nil

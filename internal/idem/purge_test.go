@@ -83,3 +83,30 @@ func TestPurgeCountAndProgress(t *testing.T) {
 	assert.Equal(t, n, deleted)
 	assert.Equal(t, []int64{4, 8, 10}, seen)
 }
+
+// Without an injected clock, Purge judges expiry by the database's clock.
+func TestPurgeUsesDatabaseClock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	for i := range 3 {
+		res, err := s.Begin(ctx, storeReq(fmt.Sprint("k-", i)))
+		require.NoError(t, err)
+		require.NoError(t, s.Complete(ctx, res.Claim, Response{Status: 201}))
+	}
+	// One record expired a second ago by the database's clock, one expires
+	// in a second, one in a day.
+	_, err := s.db.Exec(`UPDATE idempotency_records SET "expiresAt" = `+dbNow+` + CASE "key"
+		WHEN $1 THEN interval '-1 second' WHEN $2 THEN interval '1 second' ELSE interval '1 day' END`,
+		storedKey("org_1", "k-0"), storedKey("org_1", "k-1"))
+	require.NoError(t, err)
+	n, err := s.CountExpired(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n)
+	deleted, err := s.Purge(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), deleted)
+	var left int
+	require.NoError(t, s.db.QueryRow(`SELECT count(*) FROM idempotency_records`).Scan(&left))
+	assert.Equal(t, 2, left)
+}

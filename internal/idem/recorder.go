@@ -1,12 +1,16 @@
 package idem
 
-import "net/http"
+import (
+	"bufio"
+	"net"
+	"net/http"
+)
 
 // recorder passes a handler's response through to the client while keeping
 // a copy of its status, the headers to replay and up to limit body bytes.
-// It holds back WriteHeader until the first body byte or the end, so that a
-// missing Content-Type can still be set (to the same value the replay will
-// carry) and the headers seen are the ones sent.
+// It holds back WriteHeader until the first Write or Flush, or the end, so
+// that a missing Content-Type can still be set (to the same value the
+// replay will carry) and the headers kept are the ones sent.
 type recorder struct {
 	w           http.ResponseWriter
 	limit       int
@@ -18,6 +22,7 @@ type recorder struct {
 	saved    http.Header
 	buf      []byte
 	overflow bool
+	hijacked bool // the handler took over the connection
 }
 
 func (r *recorder) Header() http.Header { return r.w.Header() }
@@ -35,7 +40,7 @@ func (r *recorder) WriteHeader(code int) {
 
 func (r *recorder) Write(p []byte) (int, error) {
 	if !r.sent {
-		r.send(len(p) > 0)
+		r.send(true)
 	}
 	if !r.overflow {
 		if len(r.buf)+len(p) > r.limit {
@@ -47,12 +52,24 @@ func (r *recorder) Write(p []byte) (int, error) {
 	return r.w.Write(p)
 }
 
-// Flush sends the headers and flushes the client's writer, if it can.
+// Flush sends the headers and flushes the client's writer, if it can. A
+// body may follow, so the headers are those of a response with a body.
 func (r *recorder) Flush() {
 	if !r.sent {
-		r.send(false)
+		r.send(true)
 	}
 	_ = http.NewResponseController(r.w).Flush()
+}
+
+// Hijack hands the connection to the handler, when the client's writer
+// allows it. What the handler then sends bypasses the recorder, so the
+// middleware stores nothing for it.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(r.w).Hijack()
+	if err == nil {
+		r.hijacked = true
+	}
+	return conn, brw, err
 }
 
 // Unwrap lets http.ResponseController reach the client's writer.
@@ -65,13 +82,18 @@ func (r *recorder) finish() {
 	}
 }
 
+// send sends the headers. When the handler writes (or may write) a body,
+// a missing Content-Type becomes the default before the headers leave, so
+// net/http never sniffs one from the first chunk: the original and its
+// replays carry the same type. A header set to nil, net/http's way to
+// suppress sniffing, is left alone.
 func (r *recorder) send(body bool) {
 	r.sent = true
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
 	h := r.w.Header()
-	if body {
+	if body && bodyAllowed(r.status) {
 		if _, ok := h["Content-Type"]; !ok {
 			h.Set("Content-Type", r.defaultType)
 		}
@@ -85,4 +107,9 @@ func (r *recorder) send(body bool) {
 		}
 	}
 	r.w.WriteHeader(r.status)
+}
+
+// bodyAllowed reports whether a response with status may carry a body.
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
 }

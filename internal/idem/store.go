@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -26,6 +28,12 @@ var (
 	// re-claimed or purged: its response cannot be stored or released.
 	// Raise [StoreConfig.Lease] above the handler's longest run.
 	ErrClaimLost = errors.New("idem: claim lost: its lease expired and the key was re-claimed or purged")
+	// ErrLeaseLost is the cause ([context.Cause]) with which the middleware
+	// cancels a handler's request context when the handler's claim could
+	// not be renewed before its lease ended (the store was unreachable) or
+	// another claim replaced it: another request with the key may run, so
+	// the handler should stop. Its response is not stored.
+	ErrLeaseLost = errors.New("idem: lease lost: the claim could not be renewed before its lease ended, or was replaced")
 )
 
 // beginAttempts bounds the retries of the claim statement when it sees
@@ -81,15 +89,38 @@ type Response struct {
 // Claim is the right to run the request of a key once, obtained from
 // [Store.Begin]. It ends with [Store.Complete] or [Store.Release]; if
 // neither happens (the instance crashed) it ends when its lease expires.
+// [Store.Renew] extends the lease.
 type Claim struct {
-	token     string // the row's "id", new for each claim: the fencing token
-	key       string // the stored key
-	route     string
-	expiresAt time.Time
+	token string // the row's "id", new for each claim: the fencing token
+	key   string // the stored key
+	route string
+
+	mu        sync.Mutex
+	expiresAt time.Time // "expiresAt" of the row, on the store's clock
+	deadline  time.Time // a local time no later than expiresAt, see lease
 }
 
-// LeaseExpiresAt returns when the claim stops blocking its key.
-func (c *Claim) LeaseExpiresAt() time.Time { return c.expiresAt }
+// LeaseExpiresAt returns when the claim stops blocking its key, as the
+// store's clock (the database's, unless [StoreConfig.Now] is set) counts.
+func (c *Claim) LeaseExpiresAt() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.expiresAt
+}
+
+func (c *Claim) setLease(expiresAt, deadline time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expiresAt, c.deadline = expiresAt, deadline
+}
+
+// leaseDeadline returns the claim's lease end on the clock of
+// [Store.clock]; see [Store.lease].
+func (c *Claim) leaseDeadline() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deadline
+}
 
 // Result is the outcome of [Store.Begin]: exactly one field is set.
 type Result struct {
@@ -99,6 +130,12 @@ type Result struct {
 	// Replay, when set, is the stored response to send again.
 	Replay *Response
 }
+
+// dbNow is the database's clock as the columns hold time: UTC, truncated to
+// milliseconds. It is stable within a statement. Each statement below takes
+// the time as a parameter that is NULL unless [StoreConfig.Now] is set, and
+// durations as milliseconds.
+const dbNow = `date_trunc('milliseconds', statement_timestamp() AT TIME ZONE 'UTC')`
 
 // The claim statement. "live" reads the key's row; when the statement's
 // snapshot shows it unexpired, the INSERT's source is empty and the
@@ -113,11 +150,12 @@ type Result struct {
 const beginSQL = `WITH live AS (
 	SELECT "id", "requestHash", "responseStatus", "responseBodyJson"
 	FROM idempotency_records
-	WHERE "key" = $2 AND "route" = $3 AND "expiresAt" > $5
+	WHERE "key" = $2 AND "route" = $3 AND "expiresAt" > COALESCE($5::timestamp, ` + dbNow + `)
 ), claimed AS (
 	INSERT INTO idempotency_records AS r
 		("id", "key", "route", "requestHash", "responseStatus", "responseBodyJson", "createdAt", "expiresAt", "organizationId", "ip")
-	SELECT $1, $2, $3, $4, 0, '', $5, $6, $7, $8
+	SELECT $1, $2, $3, $4, 0, '', now.t, now.t + $6::bigint * interval '1 millisecond', $7, $8
+	FROM (SELECT COALESCE($5::timestamp, ` + dbNow + `) AS t) AS now
 	WHERE NOT EXISTS (SELECT 1 FROM live)
 	ON CONFLICT ("key", "route") DO UPDATE SET
 		"id" = EXCLUDED."id",
@@ -129,18 +167,52 @@ const beginSQL = `WITH live AS (
 		"organizationId" = EXCLUDED."organizationId",
 		"ip" = EXCLUDED."ip"
 	WHERE r."expiresAt" <= EXCLUDED."createdAt"
-	RETURNING r."id"
+	RETURNING r."id", r."expiresAt"
 )
-SELECT true, "id", '', 0, '' FROM claimed
+SELECT true, "id", '', 0, '', "expiresAt" FROM claimed
 UNION ALL
-SELECT false, "id", "requestHash", "responseStatus", "responseBodyJson" FROM live`
+SELECT false, "id", "requestHash", "responseStatus", "responseBodyJson", NULL FROM live`
+
+// now returns the time parameter of the store's statements: NULL, for the
+// database's clock, unless [StoreConfig.Now] is set.
+func (s *Store) now() any {
+	if s.cfg.Now == nil {
+		return nil
+	}
+	return schema.UTCMillis(s.cfg.Now())
+}
+
+// clock returns the time on the clock that [Claim.leaseDeadline] is kept
+// on: [StoreConfig.Now] when set, else the local monotonic clock.
+func (s *Store) clock() time.Time {
+	if s.cfg.Now == nil {
+		return time.Now()
+	}
+	return s.cfg.Now()
+}
+
+// lease returns the local deadline of a lease that a statement sent at sent
+// (on [Store.clock]) set to expiresAt. With an injected clock it is
+// expiresAt. On the database's clock, the statement ran after it was sent,
+// so sent + Lease, less the millisecond the truncation may cost, is never
+// later than expiresAt, whatever the skew between the two clocks.
+func (s *Store) lease(sent, expiresAt time.Time) time.Time {
+	if s.cfg.Now != nil {
+		return expiresAt
+	}
+	return sent.Add(s.cfg.Lease - time.Millisecond)
+}
+
+// leaseLeft returns how long c's lease still runs, by [Store.clock].
+func (s *Store) leaseLeft(c *Claim) time.Duration { return c.leaseDeadline().Sub(s.clock()) }
 
 // Begin claims the key of req, or returns the response stored for it. It
 // returns [ErrMismatch] when the key's live record has another fingerprint,
 // and [ErrInFlight] when a live claim holds it. An expired record or
 // abandoned claim is replaced atomically. It is one statement, retried only
 // in the rare race where the statement's snapshot predates a concurrent
-// claimer's commit and so sees no row at all.
+// claimer's commit and so sees no row at all; when every attempt loses that
+// race, the error wraps ErrInFlight too.
 func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 	if req.Fingerprint == "" {
 		return Result{}, errors.New("idem: begin: Request.Fingerprint is empty; compute it with Fingerprint")
@@ -151,26 +223,27 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 		return Result{}, fmt.Errorf("idem: begin key %.12s on %q: %w", key, req.Route, err)
 	}
 	for range beginAttempts {
-		now := schema.UTCMillis(s.cfg.Now())
-		token := schema.NewID()
-		expires := schema.UTCMillis(now.Add(s.cfg.Lease))
+		sent := s.clock()
 		var (
 			claimed bool
 			id      string
 			hash    string
 			status  int
 			body    string
+			expires sql.NullTime
 		)
-		err := st.QueryRowContext(ctx, token, key, req.Route, req.Fingerprint,
-			now, expires, nullString(req.Tenant), nullString(req.IP)).
-			Scan(&claimed, &id, &hash, &status, &body)
+		err := st.QueryRowContext(ctx, schema.NewID(), key, req.Route, req.Fingerprint,
+			s.now(), s.cfg.Lease.Milliseconds(), nullString(req.Tenant), nullString(req.IP)).
+			Scan(&claimed, &id, &hash, &status, &body, &expires)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			continue
 		case err != nil:
 			return Result{}, fmt.Errorf("idem: begin key %.12s on %q: %w", key, req.Route, err)
 		case claimed:
-			return Result{Claim: &Claim{token: id, key: key, route: req.Route, expiresAt: expires}}, nil
+			c := &Claim{token: id, key: key, route: req.Route}
+			c.setLease(expires.Time.UTC(), s.lease(sent, expires.Time.UTC()))
+			return Result{Claim: c}, nil
 		case hash != req.Fingerprint:
 			return Result{}, ErrMismatch
 		case status == 0:
@@ -182,7 +255,9 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 		}
 		return Result{Replay: resp}, nil
 	}
-	return Result{}, fmt.Errorf("idem: begin key %.12s on %q: no row after %d attempts under contention; retry", key, req.Route, beginAttempts)
+	// Each attempt lost to a claimer that committed after its snapshot: the
+	// key is being claimed, as good as in flight.
+	return Result{}, fmt.Errorf("idem: begin key %.12s on %q: no row after %d attempts under contention: %w", key, req.Route, beginAttempts, ErrInFlight)
 }
 
 // completeSQL stores a response under a claim. The row's id is the claim's
@@ -190,7 +265,8 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 // is already $2 and $3 can only hold this claim's own completion: matching
 // it too makes Complete idempotent, so a retry after a lost reply succeeds.
 const completeSQL = `UPDATE idempotency_records
-SET "responseStatus" = $2, "responseBodyJson" = $3, "expiresAt" = $4
+SET "responseStatus" = $2, "responseBodyJson" = $3,
+	"expiresAt" = COALESCE($4::timestamp, ` + dbNow + `) + $5::bigint * interval '1 millisecond'
 WHERE "id" = $1 AND ("responseStatus" = 0 OR ("responseStatus" = $2 AND "responseBodyJson" = $3))`
 
 // Complete stores resp as the response of c's key, to be replayed until
@@ -207,16 +283,46 @@ func (s *Store) Complete(ctx context.Context, c *Claim, resp Response) error {
 	if err != nil {
 		return fmt.Errorf("idem: complete key %.12s: %w", c.key, err)
 	}
-	expires := schema.UTCMillis(s.cfg.Now().Add(s.cfg.TTL))
 	st, err := s.prepared(ctx, completeSQL)
 	if err != nil {
 		return fmt.Errorf("idem: complete key %.12s on %q: %w", c.key, c.route, err)
 	}
-	res, err := st.ExecContext(ctx, c.token, resp.Status, body, expires)
+	res, err := st.ExecContext(ctx, c.token, resp.Status, body, s.now(), s.cfg.TTL.Milliseconds())
 	if err != nil {
 		return fmt.Errorf("idem: complete key %.12s on %q: %w", c.key, c.route, err)
 	}
 	return affectedOne(res, "complete", c)
+}
+
+// renewSQL extends a claim's lease, fenced like completeSQL: only the row
+// with the claim's id and still in flight.
+const renewSQL = `UPDATE idempotency_records
+SET "expiresAt" = COALESCE($2::timestamp, ` + dbNow + `) + $3::bigint * interval '1 millisecond'
+WHERE "id" = $1 AND "responseStatus" = 0
+RETURNING "expiresAt"`
+
+// Renew extends c's lease to [StoreConfig.Lease] from now, so that a
+// request running longer than one lease keeps its key. It is one
+// autocommitted statement; the middleware calls it every third of the
+// lease while the handler runs. It returns [ErrClaimLost] when c is no
+// longer the key's claim (another instance re-claimed the key after the
+// lease expired, or the row was completed, released or purged).
+func (s *Store) Renew(ctx context.Context, c *Claim) error {
+	st, err := s.prepared(ctx, renewSQL)
+	if err != nil {
+		return fmt.Errorf("idem: renew key %.12s on %q: %w", c.key, c.route, err)
+	}
+	sent := s.clock()
+	var expires time.Time
+	err = st.QueryRowContext(ctx, c.token, s.now(), s.cfg.Lease.Milliseconds()).Scan(&expires)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("idem: renew key %.12s on %q: %w", c.key, c.route, ErrClaimLost)
+	case err != nil:
+		return fmt.Errorf("idem: renew key %.12s on %q: %w", c.key, c.route, err)
+	}
+	c.setLease(expires.UTC(), s.lease(sent, expires.UTC()))
+	return nil
 }
 
 const releaseSQL = `DELETE FROM idempotency_records WHERE "id" = $1 AND "responseStatus" = 0`
@@ -252,16 +358,37 @@ func nullString(s string) sql.NullString { return sql.NullString{String: s, Vali
 
 // envelope is the JSON document kept in "responseBodyJson", as the table
 // has no column for headers. A UTF-8 body is kept as a JSON string, which
-// round-trips exactly; any other body as base64.
+// round-trips exactly; any other body as base64. Header values are kept the
+// same way: a header whose values are all UTF-8 in "header", any other in
+// "headerBase64", so that obs-text bytes come back as they were sent
+// instead of as U+FFFD. Version 1 has no "headerBase64"; an envelope that
+// needs it is version 2, and every other is still written as version 1, so
+// that an instance that reads only version 1 can replay it.
 type envelope struct {
-	V          int         `json:"v"`
-	Header     http.Header `json:"header,omitempty"`
-	Body       string      `json:"body,omitempty"`
-	BodyBase64 []byte      `json:"bodyBase64,omitempty"`
+	V            int                 `json:"v"`
+	Header       http.Header         `json:"header,omitempty"`
+	HeaderBase64 map[string][][]byte `json:"headerBase64,omitempty"`
+	Body         string              `json:"body,omitempty"`
+	BodyBase64   []byte              `json:"bodyBase64,omitempty"`
 }
 
 func encodeResponse(resp Response) (string, error) {
-	env := envelope{V: 1, Header: resp.Header}
+	env := envelope{V: 1}
+	for k, vs := range resp.Header {
+		if !slices.ContainsFunc(vs, func(v string) bool { return !utf8.ValidString(v) }) {
+			if env.Header == nil {
+				env.Header = make(http.Header, len(resp.Header))
+			}
+			env.Header[k] = vs
+			continue
+		}
+		if env.HeaderBase64 == nil {
+			env.V, env.HeaderBase64 = 2, make(map[string][][]byte)
+		}
+		for _, v := range vs {
+			env.HeaderBase64[k] = append(env.HeaderBase64[k], []byte(v))
+		}
+	}
 	if utf8.Valid(resp.Body) {
 		env.Body = string(resp.Body)
 	} else {
@@ -276,10 +403,18 @@ func encodeResponse(resp Response) (string, error) {
 
 func decodeResponse(status int, data string) (*Response, error) {
 	var env envelope
-	if err := json.Unmarshal([]byte(data), &env); err != nil || env.V != 1 {
-		return nil, fmt.Errorf("stored response is not a version 1 envelope (%v); delete the row to let the key run again", err)
+	if err := json.Unmarshal([]byte(data), &env); err != nil || (env.V != 1 && env.V != 2) {
+		return nil, fmt.Errorf("stored response is not a version 1 or 2 envelope (%v); delete the row to let the key run again", err)
 	}
 	resp := &Response{Status: status, Header: env.Header, Body: env.BodyBase64}
+	for k, vs := range env.HeaderBase64 {
+		if resp.Header == nil {
+			resp.Header = make(http.Header, len(env.HeaderBase64))
+		}
+		for _, v := range vs {
+			resp.Header[k] = append(resp.Header[k], string(v))
+		}
+	}
 	if resp.Body == nil {
 		resp.Body = []byte(env.Body)
 	}
