@@ -88,9 +88,12 @@
 // gone, or none succeeds before the lease ends (the store is unreachable;
 // transient failures are retried until then), another request with the key
 // may run: the middleware cancels the handler's request context with the
-// cause [ErrLeaseLost], stores nothing and releases what is left of the
-// claim. A handler that ignores its context can then still run alongside a
-// second one, so handlers should heed it.
+// cause [ErrLeaseLost]. If the handler still answers 2xx, its work was
+// done: the middleware stores the answer, fenced by the claim, so it lands
+// only if no other request has claimed the key since. Any other answer is
+// not stored, and what is left of the claim is released. A handler that
+// ignores its context can run alongside a second one, so handlers should
+// heed it.
 //
 // The response has reached the client before it is stored, so the
 // middleware retries Complete (and Release) through transient failures of

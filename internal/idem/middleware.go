@@ -251,12 +251,16 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 	}
 	rec.finish()
 
+	// A final 2xx means the work was done: it is stored even when the
+	// request was cancelled or the lease lost (the store is fenced by the
+	// claim, so it lands only if no other request took the key since).
+	done := rec.status >= 200 && rec.status < 300
 	switch {
-	case lost:
+	case lost && (!done || rec.overflow):
 		log.log(cleanup, slog.LevelWarn, "idem: lease lost while the handler ran; its response is not stored",
 			slog.Int("status", rec.status), slog.Any("error", context.Cause(ctx)))
 		m.release(cleanup, c, ev, log, rec.status, "lease lost")
-	case r.Context().Err() != nil && (rec.status < 200 || rec.status >= 300):
+	case r.Context().Err() != nil && !done:
 		// The handler may have answered the cancellation itself; a final
 		// 2xx, though, means the work was done, and is stored below.
 		m.release(cleanup, c, ev, log, rec.status, "canceled")
@@ -269,6 +273,14 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 	default:
 		resp := Response{Status: rec.status, Header: rec.saved, Body: rec.buf}
 		_, err := m.persist(cleanup, c, log, func(ctx context.Context) error { return m.cfg.Store.Complete(ctx, c, resp) })
+		if lost && errors.Is(err, ErrClaimLost) {
+			// Another request holds the key now; it no longer waits on
+			// this claim.
+			log.log(cleanup, slog.LevelWarn, "idem: lease lost while the handler ran and the key was claimed again; its response is not stored",
+				slog.Int("status", rec.status))
+			m.emit(ev, EventReleased, rec.status, "lease lost")
+			return
+		}
 		if err != nil {
 			log.log(r.Context(), slog.LevelError, "idem: response sent but not stored; the key stays claimed until its lease ends",
 				slog.Int("status", rec.status), slog.Any("error", err))

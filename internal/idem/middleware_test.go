@@ -903,41 +903,60 @@ func TestMiddlewareLostClaimCancelsHandler(t *testing.T) {
 
 // When the lease cannot be renewed before it ends (the claim's row stays
 // locked past every renewal's lock timeout: the store is unusable), the
-// handler's context is cancelled with ErrLeaseLost and nothing is stored,
-// so a retry runs the request.
+// handler's context is cancelled with ErrLeaseLost. An answer other than
+// 2xx is released, so a retry runs the request; a 2xx means the work was
+// done anyway, and is stored once the store answers again (nobody else
+// claimed the key), so a retry replays it.
 func TestMiddlewareUnrenewableLeaseCancelsHandler(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	dbURL := pgtest.URL(t)
-	db, err := database.OpenConfig(dbURL, database.Config{MaxOpenConns: 2, LockTimeout: 50 * time.Millisecond})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	locker := pgtest.Open(t, dbURL)
-	s := NewStore(db, StoreConfig{Lease: 300 * time.Millisecond})
+	for _, tc := range []struct {
+		status   int
+		replayed bool
+	}{
+		{http.StatusServiceUnavailable, false},
+		{http.StatusCreated, true},
+	} {
+		t.Run(http.StatusText(tc.status), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dbURL := pgtest.URL(t)
+			db, err := database.OpenConfig(dbURL, database.Config{MaxOpenConns: 2, LockTimeout: 50 * time.Millisecond})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = db.Close() })
+			locker := pgtest.Open(t, dbURL)
+			s := NewStore(db, StoreConfig{Lease: 300 * time.Millisecond})
 
-	var calls atomic.Int64
-	var cause error
-	h := serve(Config{Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if calls.Add(1) > 1 {
-			w.WriteHeader(http.StatusCreated)
-			return
-		}
-		tx, err := locker.BeginTx(ctx, nil)
-		require.NoError(t, err)
-		_, err = tx.ExecContext(ctx, `SELECT 1 FROM idempotency_records FOR UPDATE`)
-		require.NoError(t, err)
-		<-r.Context().Done()
-		cause = context.Cause(r.Context())
-		require.NoError(t, tx.Rollback())
-		w.WriteHeader(http.StatusCreated)
-	}))
-	post(h, "k", "{}")
-	assert.ErrorIs(t, cause, ErrLeaseLost)
+			var calls atomic.Int64
+			var cause error
+			h := serve(Config{Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if calls.Add(1) > 1 {
+					w.WriteHeader(http.StatusAccepted)
+					return
+				}
+				tx, err := locker.BeginTx(ctx, nil)
+				require.NoError(t, err)
+				_, err = tx.ExecContext(ctx, `SELECT 1 FROM idempotency_records FOR UPDATE`)
+				require.NoError(t, err)
+				<-r.Context().Done()
+				cause = context.Cause(r.Context())
+				require.NoError(t, tx.Rollback())
+				w.WriteHeader(tc.status)
+			}))
+			assert.Equal(t, tc.status, post(h, "k", "{}").Code)
+			assert.ErrorIs(t, cause, ErrLeaseLost)
 
-	w := post(h, "k", "{}")
-	assert.Equal(t, http.StatusCreated, w.Code)
-	assert.Empty(t, w.Header().Get("Idempotent-Replayed"), "nothing was stored: the request ran again")
-	assert.Equal(t, int64(2), calls.Load())
+			w := post(h, "k", "{}")
+			if tc.replayed {
+				assert.Equal(t, tc.status, w.Code)
+				assert.Equal(t, "true", w.Header().Get("Idempotent-Replayed"), "the completed work was stored")
+				assert.Equal(t, int64(1), calls.Load())
+			} else {
+				assert.Equal(t, http.StatusAccepted, w.Code)
+				assert.Empty(t, w.Header().Get("Idempotent-Replayed"), "nothing was stored: the request ran again")
+				assert.Equal(t, int64(2), calls.Load())
+			}
+		})
+	}
 }
 
 // The claim runs detached from the request: a client that goes away while

@@ -32,7 +32,8 @@ var (
 	// cancels a handler's request context when the handler's claim could
 	// not be renewed before its lease ended (the store was unreachable) or
 	// another claim replaced it: another request with the key may run, so
-	// the handler should stop. Its response is not stored.
+	// the handler should stop. Its response is stored only if it is a 2xx
+	// and no other request has claimed the key since.
 	ErrLeaseLost = errors.New("idem: lease lost: the claim could not be renewed before its lease ended, or was replaced")
 )
 
