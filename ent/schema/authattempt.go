@@ -62,6 +62,9 @@ func (AuthAttempt) Fields() []ent.Field {
 			Annotations(currentTimestamp),
 		// UpdatedAt is set by the application on create and on every update,
 		// as Prisma's @updatedAt does; the column has no database default.
+		// An upsert's UpdateNewValues moves it with the other new values; an
+		// upsert's Update(func) writes only what the func sets, so call
+		// UpdateUpdatedAt there too.
 		field.Time("updated_at").
 			StorageKey("updatedAt").
 			SchemaType(timestampType).

@@ -3,16 +3,19 @@ package schema_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	entsql "entgo.io/ent/dialect/sql"
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/klozd/api/ent"
 	"github.com/klozd/api/ent/authattempt"
 	"github.com/klozd/api/internal/database"
 	"github.com/klozd/api/internal/pgtest"
@@ -75,7 +78,10 @@ func TestTimesAreStoredAsUTC(t *testing.T) {
 		FROM auth_attempts WHERE id = $1`, created.ID).Scan(&stored, &createdAt, &updatedAt, &createdSkew))
 	assert.Equal(t, "2026-03-01 14:30:00.123", stored, "a New York time is stored as the UTC instant, truncated to ms")
 	assert.Less(t, createdSkew, 60.0, "createdAt %s is UTC now", createdAt)
-	assert.Equal(t, createdAt, updatedAt, "updatedAt is set on create")
+	var createdToUpdated float64
+	require.NoError(t, raw.QueryRowContext(ctx, `SELECT abs(extract(epoch FROM "updatedAt" - "createdAt")) FROM auth_attempts WHERE id = $1`,
+		created.ID).Scan(&createdToUpdated))
+	assert.Less(t, createdToUpdated, 1.0, "updatedAt (%s) is set on create, with createdAt (%s)", updatedAt, createdAt)
 
 	// What Save returned is what a read returns.
 	got, err := client.AuthAttempt.Get(ctx, created.ID)
@@ -110,6 +116,65 @@ func TestTimesAreStoredAsUTC(t *testing.T) {
 		FROM auth_attempts WHERE id = $1`, created.ID).Scan(&updatedSkew))
 	assert.Less(t, updatedSkew, 60.0, "updatedAt is stored as UTC now")
 	assert.Equal(t, 1, again.FailuresCount)
+}
+
+// The hook sees the fields of create and update mutations; the client's
+// driver also normalises the times of the paths it does not see: the
+// update set of an upsert, Modify, and raw ExecContext.
+func TestEveryWritePathStoresUTC(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.DB(t)
+	client := database.NewClient(db)
+	ny, err := time.LoadLocation(processTZ)
+	require.NoError(t, err)
+	at := func(minute int) time.Time { return time.Date(2026, 3, 1, 9, minute, 0, 123_999_999, ny) }
+	want := func(minute int) string { return fmt.Sprintf("2026-03-01 14:%02d:00.123", minute) }
+	a, err := client.AuthAttempt.Create().SetEmail("u@example.com").SetIP("192.0.2.1").Save(ctx)
+	require.NoError(t, err)
+	stored := func() string {
+		t.Helper()
+		var s string
+		require.NoError(t, db.QueryRowContext(ctx, `SELECT "lockedUntil"::text FROM auth_attempts WHERE id = $1`, a.ID).Scan(&s))
+		return s
+	}
+	upsert := func() *ent.AuthAttemptCreate {
+		return client.AuthAttempt.Create().SetEmail("u@example.com").SetIP("192.0.2.1")
+	}
+
+	err = upsert().OnConflictColumns(authattempt.FieldEmail, authattempt.FieldIP).
+		Update(func(u *ent.AuthAttemptUpsert) { u.SetLockedUntil(at(1)) }).Exec(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, want(1), stored(), "upsert update set")
+
+	err = upsert().OnConflictColumns(authattempt.FieldEmail, authattempt.FieldIP).SetLockedUntil(at(2)).Exec(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, want(2), stored(), "UpsertOne setter")
+
+	err = upsert().SetLockedUntil(at(3)).OnConflictColumns(authattempt.FieldEmail, authattempt.FieldIP).UpdateNewValues().Exec(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, want(3), stored(), "UpdateNewValues")
+
+	_, err = client.AuthAttempt.Update().Where(authattempt.ID(a.ID)).
+		Modify(func(u *entsql.UpdateBuilder) { u.Set(authattempt.FieldLockedUntil, at(4)) }).Save(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, want(4), stored(), "Modify")
+
+	_, err = client.ExecContext(ctx, `UPDATE auth_attempts SET "lockedUntil" = $1 WHERE id = $2`, at(5), a.ID)
+	require.NoError(t, err)
+	assert.Equal(t, want(5), stored(), "ExecContext")
+
+	tx, err := client.Tx(ctx)
+	require.NoError(t, err)
+	require.NoError(t, tx.AuthAttempt.Create().SetEmail("u@example.com").SetIP("192.0.2.1").
+		OnConflictColumns(authattempt.FieldEmail, authattempt.FieldIP).SetLockedUntil(at(6)).Exec(ctx))
+	_, err = tx.ExecContext(ctx, `UPDATE auth_attempts SET "failuresCount" = 7 WHERE "lockedUntil" = $1`, at(6))
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit())
+	assert.Equal(t, want(6), stored(), "in a transaction")
+	got, err := client.AuthAttempt.Get(ctx, a.ID)
+	require.NoError(t, err)
+	assert.Equal(t, 7, got.FailuresCount, "a time argument matches the stored time")
 }
 
 func TestNewIDIsCuid(t *testing.T) {

@@ -23,7 +23,8 @@ import (
 	"github.com/klozd/api/ent"
 )
 
-// DSN returns rawURL with timezone=UTC set, overriding any other time zone.
+// DSN returns rawURL with timezone=UTC set, overriding any other time zone
+// parameter, however spelt.
 // It accepts postgres:// and postgresql:// URLs.
 func DSN(rawURL string) (string, error) {
 	if !isPostgresURL(rawURL) {
@@ -36,6 +37,13 @@ func DSN(rawURL string) (string, error) {
 		return "", fmt.Errorf("database: parse URL: %w", ParseError(err))
 	}
 	q := u.Query()
+	// lib/pq sends parameters in map order, so a "TimeZone" beside our
+	// "timezone" would win at random: drop every spelling first.
+	for k := range q {
+		if strings.EqualFold(k, "timezone") {
+			delete(q, k)
+		}
+	}
 	q.Set("timezone", "UTC")
 	if q.Get("sslmode") == "" {
 		// TLS is off by default only where the driver really connects
@@ -114,9 +122,13 @@ func OpenConfig(rawURL string, cfg Config) (*sql.DB, error) {
 	return db, nil
 }
 
-// NewClient returns an ent client on db.
+// NewClient returns an ent client on db. Besides the schema's hook, which
+// normalises the fields of create and update mutations, its driver passes
+// every time.Time argument as UTC milliseconds, so that times written by
+// paths the hook does not see (the update set of an upsert, Modify, raw
+// ExecContext) are stored as the same instant too.
 func NewClient(db *sql.DB) *ent.Client {
-	return ent.NewClient(ent.Driver(entsql.OpenDB(dialect.Postgres, db)))
+	return ent.NewClient(ent.Driver(utcDriver{entsql.OpenDB(dialect.Postgres, db)}))
 }
 
 // ParseError returns the reason of a url.Parse error without the URL, which

@@ -20,6 +20,7 @@ func TestDSN(t *testing.T) {
 	for _, tc := range []struct{ in, want, err string }{
 		{in: "postgres://u@localhost/db", want: "postgres://u@localhost/db?sslmode=disable&timezone=UTC"},
 		{in: "postgresql://u@db.internal:5432/db?timezone=Europe%2FParis", want: "postgresql://u@db.internal:5432/db?timezone=UTC"},
+		{in: "postgres://u@db.internal/db?TimeZone=Asia%2FTokyo&TIMEZONE=x&application_name=a", want: "postgres://u@db.internal/db?application_name=a&timezone=UTC"},
 		{in: "host=localhost dbname=x password=secret", err: "is not a postgres:// URL"},
 		{in: "postgres://u:secret@[::1/x", err: "parse URL: missing ']' in host"},
 	} {
