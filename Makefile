@@ -64,15 +64,19 @@ soak: ## fault-and-load suite: restart, killed connections, slow database, pool 
 
 .PHONY: lint
 lint: ## gofmt, go vet, and actionlint on the GitHub workflow
-	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed on:"; echo "$$out"; exit 1; }
+	@files=$$(git ls-files '*.go') && test -n "$$files" || { echo "lint: no Go files listed by git ls-files (not a git work tree, or safe.directory?)"; exit 1; }; \
+	out=$$(gofmt -l $$files); test -z "$$out" || { echo "gofmt needed on:"; echo "$$out"; exit 1; }
 	$(GO) vet ./...
 	$(GO) tool actionlint
 
 .PHONY: verify
 verify: ## fail when go generate ./... or go mod tidy would change the tree
-	@before=$$(git status --porcelain -uall; git diff HEAD | sha256sum); \
-	$(GO) generate ./... && $(GO) mod tidy && \
-	after=$$(git status --porcelain -uall; git diff HEAD | sha256sum); \
+	@git rev-parse --is-inside-work-tree >/dev/null || { echo "verify: needs a git work tree (for a checkout owned by another user: git config --global --add safe.directory '*')"; exit 1; }; \
+	snapshot() { git status --porcelain -uall && git diff HEAD && git ls-files -o --exclude-standard -z | xargs -0r sha256sum; }; \
+	before=$$(snapshot | sha256sum) || exit 1; \
+	$(GO) generate ./... || { echo "verify: go generate ./... failed"; exit 1; }; \
+	$(GO) mod tidy || { echo "verify: go mod tidy failed"; exit 1; }; \
+	after=$$(snapshot | sha256sum) || exit 1; \
 	if [ "$$before" != "$$after" ]; then \
 		echo "verify: go generate ./... or go mod tidy changed the tree; commit the result:"; git status --short; exit 1; \
 	fi
