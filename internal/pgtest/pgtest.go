@@ -84,19 +84,28 @@ func start() (*Server, error) {
 		raw = c.URL("postgres")
 	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
+	opts := u.Query() // nil-safe: u is nil only with err set
+	if err != nil || (u.Host == "" && opts.Get("host") == "") {
 		return nil, fmt.Errorf("TEST_DATABASE_URL must be a URL such as postgres://user:pass@localhost:5432/postgres?sslmode=disable")
 	}
-	pw, _ := u.User.Password()
-	opts := u.Query()
-	if opts.Get("sslmode") == "" {
+	host := u.Hostname()
+	if opts.Get("sslmode") == "" && (host == "" || database.IsLocalHost(host)) {
 		opts.Set("sslmode", "disable")
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // IPv6
+	}
+	// pgtestdb joins these into a URL as they are: escape what a URL
+	// needs escaped, so that a password with '@', '/' or '#' stays one.
+	user, pw := u.User.Username(), ""
+	if p, ok := u.User.Password(); ok {
+		pw = strings.TrimPrefix(url.UserPassword(user, p).String(), url.User(user).String()+":")
 	}
 	s.conf = pgtestdb.Config{
 		DriverName:                "postgres",
-		Host:                      u.Hostname(),
+		Host:                      host,
 		Port:                      cmp.Or(u.Port(), "5432"),
-		User:                      u.User.Username(),
+		User:                      url.User(user).String(),
 		Password:                  pw,
 		Database:                  cmp.Or(strings.TrimPrefix(u.Path, "/"), "postgres"),
 		Options:                   opts.Encode(),

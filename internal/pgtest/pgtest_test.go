@@ -2,6 +2,7 @@ package pgtest_test
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -56,4 +57,35 @@ func TestNoServerFailsInOneLine(t *testing.T) {
 	assert.Contains(t, reasons[0], "apt-get install postgresql")
 	assert.Contains(t, reasons[0], "TEST_DATABASE_URL")
 	assert.NotContains(t, string(out), "SKIP")
+}
+
+// TEST_DATABASE_URL is used as given, also when its password holds
+// characters a URL must escape ('@', '/', '#', ':', '%').
+func TestExternalServerURL(t *testing.T) {
+	if os.Getenv("PGTEST_CHILD") == "external" {
+		var user string
+		require.NoError(t, pgtest.Open(t, pgtest.Start(t).AdminURL).QueryRow(`SELECT session_user`).Scan(&user))
+		assert.Equal(t, "pgtest_owner", user, "connected as TEST_DATABASE_URL's role")
+		var n int
+		require.NoError(t, pgtest.DB(t).QueryRow(`SELECT count(*) FROM auth_attempts`).Scan(&n), "a migrated database through it")
+		return
+	}
+	ctx := context.Background()
+	admin := pgtest.Open(t, pgtest.Start(t).AdminURL)
+	const password = "p@ss/w#rd:50%"
+	_, err := admin.ExecContext(ctx, `DO $$ BEGIN
+		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgtest_owner') THEN
+			CREATE ROLE pgtest_owner LOGIN SUPERUSER PASSWORD '`+password+`';
+		END IF; END $$`)
+	require.NoError(t, err)
+	u, err := url.Parse(pgtest.Start(t).AdminURL)
+	require.NoError(t, err)
+	u.User = url.UserPassword("pgtest_owner", password)
+	u.RawQuery = "" // sslmode is left to pgtest: the host is local
+	cmd := exec.Command(os.Args[0], "-test.run=^TestExternalServerURL$", "-test.v")
+	cmd.Env = append(os.Environ(), "PGTEST_CHILD=external", "TEST_DATABASE_URL="+u.String())
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "--- PASS: TestExternalServerURL")
+	assert.NotContains(t, string(out), "w#rd", "the password is never printed")
 }
