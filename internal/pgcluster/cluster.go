@@ -6,6 +6,10 @@
 // port, and is tuned for speed over durability (fsync off). When the process
 // runs as root, the server runs as the "postgres" user (or "nobody"), since
 // initdb and postgres refuse root.
+//
+// A process that dies without calling [Cluster.Stop] (a panic, go test's
+// -timeout, a kill) takes its server with it on Linux, and the next [Start]
+// under the same temporary directory removes the files it left.
 package pgcluster
 
 import (
@@ -52,14 +56,15 @@ type Options struct {
 // Cluster is a running throwaway server. Its methods are safe for
 // concurrent use.
 type Cluster struct {
-	dir     string // temporary directory holding data/ and the log
+	dir     string   // temporary directory holding data/ and owner.lock
+	lock    *os.File // owner.lock, locked while dir is in use (see newDir)
 	binDir  string
 	port    int
 	cred    *syscall.Credential
 	args    []string
 	timeout time.Duration
 
-	mu     sync.Mutex // guards proc and exited
+	mu     sync.Mutex // guards proc, exited and lock
 	proc   *os.Process
 	exited chan struct{} // closed when proc has exited
 
@@ -68,7 +73,8 @@ type Cluster struct {
 }
 
 // Start creates a cluster with initdb and starts its server. Stop it with
-// [Cluster.Stop], which also removes its files.
+// [Cluster.Stop], which also removes its files. Start first removes the
+// directories of clusters whose process died without stopping them.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	binDir, err := findBinDir(opts.BinDir)
 	if err != nil {
@@ -83,16 +89,17 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgcluster: temp dir: %w", err)
 	}
-	dir, err := os.MkdirTemp(base, "klozd-pg-")
+	removeStale(base)
+	dir, lock, err := newDir(base)
 	if err != nil {
-		return nil, fmt.Errorf("pgcluster: temp dir: %w", err)
+		return nil, err
 	}
-	c := &Cluster{dir: dir, binDir: binDir, cred: cred, timeout: opts.StartTimeout}
+	c := &Cluster{dir: dir, lock: lock, binDir: binDir, cred: cred, timeout: opts.StartTimeout}
 	if c.timeout == 0 {
 		c.timeout = 30 * time.Second
 	}
 	if err := c.initdb(ctx); err != nil {
-		_ = os.RemoveAll(dir)
+		_ = c.remove()
 		return nil, err
 	}
 	settings := map[string]string{
@@ -126,7 +133,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 	}
 	if err != nil {
-		_ = os.RemoveAll(dir)
+		_ = c.remove()
 		return nil, err
 	}
 	return c, nil
@@ -150,8 +157,23 @@ func (c *Cluster) URL(db string) string {
 // Stop shuts the server down (fast mode) and removes its files.
 func (c *Cluster) Stop() error {
 	err := c.Shutdown()
-	if rmErr := os.RemoveAll(c.dir); rmErr != nil && err == nil {
-		err = fmt.Errorf("pgcluster: remove %s: %w", c.dir, rmErr)
+	if rmErr := c.remove(); rmErr != nil && err == nil {
+		err = rmErr
+	}
+	return err
+}
+
+// remove removes the cluster's files, then gives up its ownership of them.
+func (c *Cluster) remove() error {
+	err := os.RemoveAll(c.dir)
+	if err != nil {
+		err = fmt.Errorf("pgcluster: remove %s: %w", c.dir, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lock != nil {
+		_ = c.lock.Close()
+		c.lock = nil
 	}
 	return err
 }
