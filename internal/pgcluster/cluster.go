@@ -364,7 +364,9 @@ func serverCredential() (*syscall.Credential, error) {
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+		// Groups empty and NoSetGroups false: the server gets no
+		// supplementary groups, rather than keeping root's.
+		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
 	}
 	return nil, errors.New("pgcluster: running as root and no unprivileged user (postgres or nobody) to run the server as: create one (useradd postgres)")
 }
