@@ -6,6 +6,10 @@
 // port, and is tuned for speed over durability (fsync off). When the process
 // runs as root, the server runs as the "postgres" user (or "nobody"), since
 // initdb and postgres refuse root.
+//
+// A process that dies without calling [Cluster.Stop] (a panic, go test's
+// -timeout, a kill) takes its server with it on Linux, and the next [Start]
+// under the same temporary directory removes the files it left.
 package pgcluster
 
 import (
@@ -52,14 +56,15 @@ type Options struct {
 // Cluster is a running throwaway server. Its methods are safe for
 // concurrent use.
 type Cluster struct {
-	dir     string // temporary directory holding data/ and the log
+	dir     string   // temporary directory holding data/ and owner.lock
+	lock    *os.File // owner.lock, locked while dir is in use (see newDir)
 	binDir  string
 	port    int
 	cred    *syscall.Credential
 	args    []string
 	timeout time.Duration
 
-	mu     sync.Mutex // guards proc and exited
+	mu     sync.Mutex // guards proc, exited and lock
 	proc   *os.Process
 	exited chan struct{} // closed when proc has exited
 
@@ -68,7 +73,8 @@ type Cluster struct {
 }
 
 // Start creates a cluster with initdb and starts its server. Stop it with
-// [Cluster.Stop], which also removes its files.
+// [Cluster.Stop], which also removes its files. Start first removes the
+// directories of clusters whose process died without stopping them.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	binDir, err := findBinDir(opts.BinDir)
 	if err != nil {
@@ -78,16 +84,22 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(tempBase(cred), "klozd-pg-")
+	// Absolute, as the server reports its data directory (see waitReady).
+	base, err := filepath.Abs(tempBase(cred))
 	if err != nil {
 		return nil, fmt.Errorf("pgcluster: temp dir: %w", err)
 	}
-	c := &Cluster{dir: dir, binDir: binDir, cred: cred, timeout: opts.StartTimeout}
+	removeStale(base)
+	dir, lock, err := newDir(base)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{dir: dir, lock: lock, binDir: binDir, cred: cred, timeout: opts.StartTimeout}
 	if c.timeout == 0 {
 		c.timeout = 30 * time.Second
 	}
 	if err := c.initdb(ctx); err != nil {
-		_ = os.RemoveAll(dir)
+		_ = c.remove()
 		return nil, err
 	}
 	settings := map[string]string{
@@ -110,17 +122,18 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	for _, k := range keys {
 		c.args = append(c.args, "-c", k+"="+settings[k])
 	}
-	// A port may be taken between choosing and binding; try a few.
-	for attempt := 0; ; attempt++ {
-		if c.port, err = freePort(); err != nil {
+	// Another process (another test binary, say) may take the port between
+	// choosing and binding it; try a few.
+	for attempt := 1; ; attempt++ {
+		if c.port, err = pickPort(); err != nil {
 			break
 		}
-		if err = c.start(ctx); err == nil || attempt == 4 || !strings.Contains(err.Error(), "in use") {
+		if err = c.start(ctx); err == nil || attempt == 5 || !errors.Is(err, errPortInUse) {
 			break
 		}
 	}
 	if err != nil {
-		_ = os.RemoveAll(dir)
+		_ = c.remove()
 		return nil, err
 	}
 	return c, nil
@@ -144,8 +157,23 @@ func (c *Cluster) URL(db string) string {
 // Stop shuts the server down (fast mode) and removes its files.
 func (c *Cluster) Stop() error {
 	err := c.Shutdown()
-	if rmErr := os.RemoveAll(c.dir); rmErr != nil && err == nil {
-		err = fmt.Errorf("pgcluster: remove %s: %w", c.dir, rmErr)
+	if rmErr := c.remove(); rmErr != nil && err == nil {
+		err = rmErr
+	}
+	return err
+}
+
+// remove removes the cluster's files, then gives up its ownership of them.
+func (c *Cluster) remove() error {
+	err := os.RemoveAll(c.dir)
+	if err != nil {
+		err = fmt.Errorf("pgcluster: remove %s: %w", c.dir, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lock != nil {
+		_ = c.lock.Close()
+		c.lock = nil
 	}
 	return err
 }
@@ -173,7 +201,8 @@ func (c *Cluster) Shutdown() error {
 }
 
 // Restart is Shutdown followed by a start on the same port and data, as
-// "pg_ctl restart -m fast" does.
+// "pg_ctl restart -m fast" does. It fails, leaving the cluster stopped, if
+// another process has taken the port in the meantime.
 func (c *Cluster) Restart(ctx context.Context) error {
 	if err := c.Shutdown(); err != nil {
 		return err
@@ -217,6 +246,7 @@ func (c *Cluster) initdb(ctx context.Context) error {
 func (c *Cluster) start(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	logStart := c.logLen()
 	args := append([]string{"-p", strconv.Itoa(c.port)}, c.args...)
 	// Not CommandContext: the server outlives ctx, which only bounds startup.
 	cmd := exec.Command(filepath.Join(c.binDir, "postgres"), args...)
@@ -232,25 +262,33 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err := c.waitReady(ctx, exited); err != nil {
 		_ = cmd.Process.Kill()
 		<-exited
-		return fmt.Errorf("%w: %s", err, lastLines(c.Log(), 5))
+		log := c.logSince(logStart)
+		if !errors.Is(err, errPortInUse) && strings.Contains(log, noTCPSockets) {
+			err = fmt.Errorf("%w: port %d: %w", errPortInUse, c.port, err)
+		}
+		return fmt.Errorf("%w: %s", err, lastLines(log, 5))
 	}
 	c.proc, c.exited = cmd.Process, exited
 	return nil
 }
 
+// waitReady waits until this cluster's own server accepts connections on
+// its Unix socket, in its data directory, and then checks that its URL
+// reaches that server. Waiting on 127.0.0.1:port instead would take another
+// server that holds the port for this one, which has failed to bind it.
 func (c *Cluster) waitReady(ctx context.Context, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	db, err := sql.Open("postgres", c.URL("postgres")+"&connect_timeout=2")
+	local, err := sql.Open("postgres", c.socketDSN())
 	if err != nil {
 		return fmt.Errorf("pgcluster: %w", err)
 	}
-	defer db.Close()
+	defer local.Close()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if err = db.PingContext(ctx); err == nil {
-			return nil
+		if err = local.PingContext(ctx); err == nil {
+			break
 		}
 		select {
 		case <-exited:
@@ -260,6 +298,26 @@ func (c *Cluster) waitReady(ctx context.Context, exited <-chan struct{}) error {
 		case <-tick.C:
 		}
 	}
+	remote, err := sql.Open("postgres", c.URL("postgres")+"&connect_timeout=2")
+	if err != nil {
+		return fmt.Errorf("pgcluster: %w", err)
+	}
+	defer remote.Close()
+	var dataDir string
+	if err := remote.QueryRowContext(ctx, "SHOW data_directory").Scan(&dataDir); err != nil {
+		return fmt.Errorf("pgcluster: server ready on its socket but not at %s: %w", c.URL("postgres"), err)
+	}
+	if filepath.Clean(dataDir) != c.dataDir() {
+		return fmt.Errorf("%w: port %d answered by the server of %s", errPortInUse, c.port, dataDir)
+	}
+	return nil
+}
+
+// socketDSN connects as "postgres" to the server over its Unix socket.
+func (c *Cluster) socketDSN() string {
+	quote := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace
+	return fmt.Sprintf("host='%s' port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=2",
+		quote(c.dataDir()), c.port)
 }
 
 func findBinDir(dir string) (string, error) {
@@ -306,7 +364,9 @@ func serverCredential() (*syscall.Credential, error) {
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+		// Groups empty and NoSetGroups false: the server gets no
+		// supplementary groups, rather than keeping root's.
+		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
 	}
 	return nil, errors.New("pgcluster: running as root and no unprivileged user (postgres or nobody) to run the server as: create one (useradd postgres)")
 }
@@ -330,6 +390,17 @@ func tempBase(cred *syscall.Credential) string {
 	}
 }
 
+// errPortInUse marks a start that failed because the port was taken, by
+// another server or any other socket; Start then tries another port.
+var errPortInUse = errors.New("pgcluster: port in use")
+
+// noTCPSockets is how postgres reports, before exiting, that it could not
+// listen on any of listen_addresses (the port was taken, mostly).
+const noTCPSockets = "could not create any TCP/IP sockets"
+
+// pickPort chooses the port of a new cluster.
+var pickPort = freePort
+
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -345,6 +416,19 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " | ")
+}
+
+func (c *Cluster) logLen() int {
+	c.logMu.Lock()
+	defer c.logMu.Unlock()
+	return c.log.Len()
+}
+
+// logSince returns the log written after it was off bytes long.
+func (c *Cluster) logSince(off int) string {
+	c.logMu.Lock()
+	defer c.logMu.Unlock()
+	return string(c.log.Bytes()[off:])
 }
 
 type lockedWriter struct {

@@ -2,7 +2,7 @@
 // migration applied, in the manner of pgtestdb (which it builds on): the
 // migrations run once into a template database, and each test gets a
 // CREATE DATABASE … TEMPLATE clone, so tests run in parallel without seeing
-// each other. A failed test's database is kept and its URL logged.
+// each other.
 //
 // The server is TEST_DATABASE_URL (or DATABASE_URL) when set, a role there
 // needing CREATEDB and CREATEROLE; otherwise a private cluster started from
@@ -10,6 +10,13 @@
 // pgtest stops that cluster by calling [Main] from its TestMain:
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
+//
+// A failed test's database is not dropped, and its URL is logged. On
+// TEST_DATABASE_URL's server it stays for good, to be looked at after the
+// run; on the local cluster it lasts only until the test binary ends, since
+// [Main] removes the cluster with all its databases (a binary that dies
+// without reaching the end of Main leaves the cluster's files until the next
+// cluster is started).
 package pgtest
 
 import (
