@@ -12,29 +12,28 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestHelperProcessHoldsClusterDir is not a test: deadOwnerDir runs the test
-// binary as a process that creates a cluster directory, prints it and waits
-// to be killed.
-func TestHelperProcessHoldsClusterDir(t *testing.T) {
-	base := os.Getenv("PGCLUSTER_HELPER_BASE")
-	if base == "" {
-		t.Skip("helper process for deadOwnerDir")
-	}
-	dir, _, err := newDir(base)
-	if err != nil {
-		fmt.Println("error:", err)
+// TestMain runs the binary as a helper process when deadOwnerDir asks: it
+// creates a cluster directory under the base it is given, prints it and
+// waits to be killed.
+func TestMain(m *testing.M) {
+	if base := os.Getenv("PGCLUSTER_HELPER_BASE"); base != "" {
+		dir, _, err := newDir(base)
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println(dir)
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // until killed
 		os.Exit(1)
 	}
-	fmt.Println(dir)
-	_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // until killed
-	os.Exit(1)
+	os.Exit(m.Run())
 }
 
 // deadOwnerDir returns a cluster directory under base whose owner was
 // killed (SIGKILL, so nothing of its own ran), with the owner's pid.
 func deadOwnerDir(t *testing.T, base string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcessHoldsClusterDir$")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "PGCLUSTER_HELPER_BASE="+base)
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
