@@ -21,7 +21,12 @@ import (
 	"github.com/klozd/api/spec"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	if raw := os.Getenv(helperArgsEnv); raw != "" {
+		helperDbctl(raw)
+	}
+	pgtest.Main(m)
+}
 
 const firstFile = spec.Version + "_" + spec.Name + ".sql"
 

@@ -18,19 +18,14 @@ import (
 	"github.com/klozd/api/internal/pgtest"
 )
 
-// helperArgsEnv carries the dbctl arguments, as JSON, to the child process
-// [TestHelperDbctl] runs in.
+// helperArgsEnv carries the dbctl arguments, as JSON, to a child process
+// of the test binary; TestMain then runs [helperDbctl] instead of the tests.
 const helperArgsEnv = "DBCTL_HELPER_ARGS"
 
-// TestHelperDbctl is not a test but dbctl in a child process: when
-// helperArgsEnv is set, it says "ready" on stdout, waits for one byte on
-// stdin (the parent's barrier), runs dbctl with those arguments and exits
-// with its code.
-func TestHelperDbctl(t *testing.T) {
-	raw := os.Getenv(helperArgsEnv)
-	if raw == "" {
-		t.Skip("the child process of TestConcurrentApplyFromTwoProcesses")
-	}
+// helperDbctl is dbctl in a child process: it says "ready" on stdout,
+// waits for one byte on stdin (the parent's barrier), runs dbctl with the
+// arguments of helperArgsEnv and exits with its code.
+func helperDbctl(raw string) {
 	var args []string
 	if err := json.Unmarshal([]byte(raw), &args); err != nil {
 		fmt.Fprintf(os.Stderr, "helper: %s: %v\n", helperArgsEnv, err)
@@ -58,7 +53,7 @@ func dbctlProcess(t *testing.T, args ...string) *child {
 	t.Helper()
 	raw, err := json.Marshal(args)
 	require.NoError(t, err)
-	c := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestHelperDbctl$"), stdout: make(chan string, 1)}
+	c := &child{cmd: exec.Command(os.Args[0]), stdout: make(chan string, 1)}
 	c.cmd.Env = append(os.Environ(), helperArgsEnv+"="+string(raw))
 	c.cmd.Stderr = &c.stderr
 	c.release, err = c.cmd.StdinPipe()
