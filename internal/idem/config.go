@@ -65,6 +65,9 @@ func (c StoreConfig) resolve() StoreConfig {
 	if c.Lease < time.Millisecond || c.TTL < time.Millisecond {
 		panic("idem: StoreConfig TTL and Lease must be at least 1ms, the precision of the timestamp(3) columns")
 	}
+	// The statements take whole milliseconds; so does every local deadline
+	// derived from them.
+	c.TTL, c.Lease = c.TTL.Truncate(time.Millisecond), c.Lease.Truncate(time.Millisecond)
 	return c
 }
 
@@ -146,6 +149,8 @@ type Config struct {
 	// time. Any other failure, such as a stored record that cannot be
 	// read, still gets 503, and a key held by a concurrent claim still
 	// gets 409. Default false: answer 503 and do not run the handler.
+	// A claim that timed out may still have committed: the handler then
+	// runs unprotected, and the key stays claimed for a lease.
 	FailOpen bool
 	// Logger receives the middleware's events; no event carries the raw
 	// key or a body. Default slog.Default().

@@ -88,8 +88,8 @@
 // gone, or none succeeds before the lease ends (the store is unreachable;
 // transient failures are retried until then), another request with the key
 // may run: the middleware cancels the handler's request context with the
-// cause [ErrLeaseLost]. If the handler still answers 2xx, its work was
-// done: the middleware stores the answer, fenced by the claim, so it lands
+// cause [ErrLeaseLost]. If the handler still writes a 2xx status, its work
+// was done: the middleware stores the answer, fenced by the claim, so it lands
 // only if no other request has claimed the key since. Any other answer is
 // not stored, and what is left of the claim is released. A handler that
 // ignores its context can run alongside a second one, so handlers should
@@ -133,7 +133,7 @@
 // middleware), a body over [Config.MaxResponseBody] (default 1 MiB, with a
 // warning: a truncated body is never replayed), a lost lease (see above),
 // and a request whose context was cancelled before the handler returned,
-// unless the handler still answered a final 2xx: the work was done, so
+// unless the handler still wrote a 2xx status: the work was done, so
 // that response is stored and a retry replays it. A replay sends the stored
 // status, headers and bytes, plus Idempotent-Replayed: true. Request
 // bodies over [Config.MaxRequestBody] (1 MiB) get 413 before the handler

@@ -178,7 +178,7 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		return
 	case r.Context().Err() != nil:
 		// The client went away while the key was being claimed.
-		m.release(context.WithoutCancel(r.Context()), res.Claim, ev, log, 0, "canceled")
+		m.release(context.WithoutCancel(r.Context()), res.Claim, ev, log, 0, "canceled", false)
 		return
 	}
 	m.run(next, w, r, res.Claim, ev, log)
@@ -189,8 +189,14 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 // from ctx, bounded by beginTimeout.
 func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, error) {
 	detached := context.WithoutCancel(ctx)
+	var waitUntil time.Time // set once waiting starts
 	once := func() (Result, error) {
-		ctx, cancel := context.WithTimeout(detached, beginTimeout)
+		timeout := beginTimeout
+		if !waitUntil.IsZero() {
+			// A poll does not run past the wait by more than a moment.
+			timeout = min(timeout, max(time.Until(waitUntil), 100*time.Millisecond))
+		}
+		ctx, cancel := context.WithTimeout(detached, timeout)
 		defer cancel()
 		return m.cfg.Store.Begin(ctx, req)
 	}
@@ -203,6 +209,7 @@ func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, 
 		return res, err
 	}
 	m.emit(ev, EventConflict, 0, "waiting")
+	waitUntil = time.Now().Add(m.cfg.Wait)
 	deadline := time.NewTimer(m.cfg.Wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(m.cfg.PollInterval)
@@ -236,40 +243,42 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 		if !finished {
 			// The handler panicked (or called runtime.Goexit): release and
 			// let the panic go on up, unrecovered.
-			stopRenewing()
-			m.release(cleanup, c, ev, log, rec.status, "panic")
+			m.release(cleanup, c, ev, log, rec.status, "panic", stopRenewing())
 		}
 	}()
 	next.ServeHTTP(rec, r.WithContext(ctx))
 	lost := stopRenewing()
-	finished = true
 	if rec.hijacked {
+		finished = true
 		// The handler answered on the raw connection: there is no response
 		// to store, and none to finish.
-		m.release(cleanup, c, ev, log, 0, "hijacked")
+		m.release(cleanup, c, ev, log, 0, "hijacked", lost)
 		return
 	}
-	rec.finish()
+	answered := rec.status != 0 // before finish turns silence into a 200
+	rec.finish()                // may panic (an invalid status): still unfinished
+	finished = true
 
-	// A final 2xx means the work was done: it is stored even when the
-	// request was cancelled or the lease lost (the store is fenced by the
-	// claim, so it lands only if no other request took the key since).
-	done := rec.status >= 200 && rec.status < 300
+	// A 2xx the handler wrote means the work was done: it is stored even
+	// when the request was cancelled or the lease lost (the store is fenced
+	// by the claim, so it lands only if no other request took the key
+	// since). A handler that wrote nothing gave up.
+	done := answered && rec.status >= 200 && rec.status < 300
 	switch {
 	case lost && (!done || rec.overflow):
 		log.log(cleanup, slog.LevelWarn, "idem: lease lost while the handler ran; its response is not stored",
 			slog.Int("status", rec.status), slog.Any("error", context.Cause(ctx)))
-		m.release(cleanup, c, ev, log, rec.status, "lease lost")
+		m.release(cleanup, c, ev, log, rec.status, "lease lost", lost)
 	case r.Context().Err() != nil && !done:
 		// The handler may have answered the cancellation itself; a final
 		// 2xx, though, means the work was done, and is stored below.
-		m.release(cleanup, c, ev, log, rec.status, "canceled")
+		m.release(cleanup, c, ev, log, rec.status, "canceled", lost)
 	case rec.status < 200 || rec.status >= 500:
-		m.release(cleanup, c, ev, log, rec.status, "status")
+		m.release(cleanup, c, ev, log, rec.status, "status", lost)
 	case rec.overflow:
 		log.log(r.Context(), slog.LevelWarn, "idem: response body over the limit, not stored; the key can run again",
 			slog.Int("status", rec.status), slog.Int("limit", m.cfg.MaxResponseBody))
-		m.release(cleanup, c, ev, log, rec.status, "too large")
+		m.release(cleanup, c, ev, log, rec.status, "too large", lost)
 	default:
 		resp := Response{Status: rec.status, Header: rec.saved, Body: rec.buf}
 		_, err := m.persist(cleanup, c, log, func(ctx context.Context) error { return m.cfg.Store.Complete(ctx, c, resp) })
@@ -305,7 +314,11 @@ func (m *middleware) keepAlive(c *Claim, log logger, lose context.CancelCauseFun
 	var lostLease bool
 	go func() {
 		defer close(done)
-		t := time.NewTimer(s.cfg.Lease / 3)
+		// Renew when a third of the lease has passed, counted from the
+		// claim (or the last renewal), not from now: the claim statement
+		// may have waited for a lock or a connection.
+		next := func() time.Duration { return max(0, s.leaseLeft(c)-2*s.cfg.Lease/3) }
+		t := time.NewTimer(next())
 		defer t.Stop()
 		for {
 			select {
@@ -329,7 +342,7 @@ func (m *middleware) keepAlive(c *Claim, log logger, lose context.CancelCauseFun
 				return
 			}
 			log.log(ctx, slog.LevelDebug, "idem: lease renewed", slog.Time("expires_at", c.LeaseExpiresAt()))
-			t.Reset(s.cfg.Lease / 3)
+			t.Reset(next())
 		}
 	}()
 	return func() bool {
@@ -339,9 +352,11 @@ func (m *middleware) keepAlive(c *Claim, log logger, lose context.CancelCauseFun
 	}
 }
 
-func (m *middleware) release(ctx context.Context, c *Claim, ev Event, log logger, status int, reason string) {
+// release releases c and reports it. lost says the lease was lost while
+// the handler ran, so another claim may have replaced c.
+func (m *middleware) release(ctx context.Context, c *Claim, ev Event, log logger, status int, reason string, lost bool) {
 	sawTransient, err := m.persist(ctx, c, log, func(ctx context.Context) error { return m.cfg.Store.Release(ctx, c) })
-	if errors.Is(err, ErrClaimLost) && (sawTransient || reason == "lease lost") {
+	if errors.Is(err, ErrClaimLost) && (sawTransient || lost) {
 		// An earlier attempt may have deleted the row and lost only its
 		// reply, or another claim replaced it; either way the claim no
 		// longer blocks the key.

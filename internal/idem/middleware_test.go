@@ -1139,3 +1139,114 @@ func TestMiddlewareReplayContentTypeAfterFlush(t *testing.T) {
 		assert.Equal(t, body, replayed, path)
 	}
 }
+
+// A handler that gives up when its request is cancelled, or its lease lost,
+// and writes nothing did no work: nothing is stored (not net/http's
+// implicit empty 200), and a retry runs the request.
+func TestMiddlewareHandlerThatGaveUpStoresNothing(t *testing.T) {
+	t.Parallel()
+	t.Run("canceled", func(t *testing.T) {
+		t.Parallel()
+		s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+		var calls atomic.Int64
+		ctx, cancel := context.WithCancel(context.Background())
+		h := serve(Config{Store: s}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if calls.Add(1) == 1 {
+				cancel() // the client goes away
+				<-r.Context().Done()
+				return // no work done, nothing written
+			}
+			w.WriteHeader(http.StatusCreated)
+		}))
+		postCtx(ctx, h, "k", "{}")
+		again := post(h, "k", "{}")
+		assert.Empty(t, again.Header().Get("Idempotent-Replayed"))
+		assert.Equal(t, http.StatusCreated, again.Code)
+		assert.Equal(t, int64(2), calls.Load(), "the retry ran the request")
+	})
+	t.Run("lease lost", func(t *testing.T) {
+		t.Parallel()
+		s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{Lease: 300 * time.Millisecond})
+		var calls atomic.Int64
+		entered, canceled, proceed := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		h := serve(Config{Store: s, Logger: slog.New(slog.DiscardHandler)}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if calls.Add(1) == 1 {
+				close(entered)
+				<-r.Context().Done()
+				close(canceled)
+				<-proceed
+				return // gave up on ErrLeaseLost, wrote nothing
+			}
+			w.WriteHeader(http.StatusCreated)
+		}))
+		done := make(chan struct{})
+		go func() { post(h, "k", "{}"); close(done) }()
+		<-entered
+		// Hide the claim from the renewal's fence, then restore it: the
+		// lease is lost, but nobody re-claimed the key.
+		_, err := s.db.Exec(`UPDATE idempotency_records SET "responseStatus" = -1`)
+		require.NoError(t, err)
+		<-canceled
+		_, err = s.db.Exec(`UPDATE idempotency_records SET "responseStatus" = 0`)
+		require.NoError(t, err)
+		close(proceed)
+		<-done
+		again := post(h, "k", "{}")
+		assert.Empty(t, again.Header().Get("Idempotent-Replayed"))
+		assert.Equal(t, http.StatusCreated, again.Code)
+		assert.Equal(t, int64(2), calls.Load(), "the retry ran the request")
+	})
+}
+
+// A handler whose response cannot even be finished (an invalid status
+// makes net/http panic when the recorder sends it) releases its claim like
+// any panicking handler, instead of blocking the key for a lease.
+func TestMiddlewarePanicWhileFinishingReleasesClaim(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{})
+	var calls atomic.Int64
+	h := serve(Config{Store: s}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.WriteHeader(42)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+	}))
+	assert.Panics(t, func() { post(h, "k", "{}") })
+	assert.Equal(t, http.StatusCreated, post(h, "k", "{}").Code, "the key was released")
+}
+
+// The first renewal is due a third of the lease after the claim, not after
+// the handler starts: a claim that waited (for a lock, or a connection)
+// has already used part of its lease. Here only a tenth of the lease is
+// left when the handler starts; the renewal must come at once, while a
+// renewal a third of the lease later would find the lease over.
+func TestMiddlewareRenewsLeaseCountedFromTheClaim(t *testing.T) {
+	t.Parallel()
+	const lease = 3 * time.Second
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{Lease: lease})
+	res, err := s.Begin(context.Background(), Request{Key: "k", Route: route,
+		Fingerprint: Fingerprint(http.MethodPost, route, "/orders", "", "application/json", []byte("{}"))})
+	require.NoError(t, err)
+	c := res.Claim
+	require.NotNil(t, c)
+	left := lease / 10
+	c.setLease(c.LeaseExpiresAt().Add(left-lease), time.Now().Add(left))
+
+	renewed, lostCh := make(chan struct{}, 1), make(chan error, 1)
+	log := logger{l: slog.New(onMessage{"lease renewed", func() {
+		select {
+		case renewed <- struct{}{}:
+		default:
+		}
+	}})}
+	m := &middleware{cfg: Config{Store: s}.resolve()}
+	stop := m.keepAlive(c, log, func(err error) { lostCh <- err })
+	defer stop()
+	select {
+	case <-renewed:
+	case err := <-lostCh:
+		t.Fatalf("the lease was lost before the first renewal: %v", err)
+	}
+	assert.Greater(t, time.Until(c.leaseDeadline()), left, "the lease runs a full lease ahead again")
+}

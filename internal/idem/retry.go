@@ -11,8 +11,8 @@ import (
 	"github.com/lib/pq"
 )
 
-// Bounds of the backoff between attempts of [Store.Complete] and
-// [Store.Release] in the middleware: it starts at retryBackoffMin and
+// Bounds of the backoff between attempts of [Store.Complete],
+// [Store.Release] and [Store.Renew] in the middleware: it starts at retryBackoffMin and
 // doubles up to retryBackoffMax.
 const (
 	retryBackoffMin = 25 * time.Millisecond
@@ -23,8 +23,8 @@ const (
 // statement of the store is worth running again: the connection was lost
 // or refused, the server is shutting down or starting, or the statement
 // lost a serialization, deadlock or lock race or hit the statement timeout.
-// The statements retried (Complete and Release) are fenced by the claim's
-// id and idempotent, so running one twice is safe even when the first run
+// The statements retried (Complete, Release and Renew) are fenced by the
+// claim's id and idempotent, so running one twice is safe even when the first run
 // committed and only its reply was lost. A cancelled or expired context is
 // not transient: the caller gave up.
 func transient(err error) bool {
@@ -65,7 +65,9 @@ func retry(ctx context.Context, until time.Time, op func(context.Context) error,
 			return sawTransient, err
 		}
 		sawTransient = true
-		if time.Now().Add(backoff).After(until) {
+		if ctx.Err() != nil || time.Now().Add(backoff).After(until) {
+			// A cancelled statement may look like a timeout (57014): the
+			// caller gave up, so nothing is retried or logged.
 			return sawTransient, err
 		}
 		onRetry(err)

@@ -25,8 +25,9 @@ var (
 	// fingerprint (payload, method, route or tenant). Use a new key.
 	ErrMismatch = errors.New("idem: key reused with a different request; send a new key for a new request")
 	// ErrClaimLost reports that a claim's lease expired and its row was
-	// re-claimed or purged: its response cannot be stored or released.
-	// Raise [StoreConfig.Lease] above the handler's longest run.
+	// re-claimed or purged: its response cannot be stored or released. The
+	// middleware renews the lease while the handler runs, so this follows
+	// a store outage longer than the lease.
 	ErrClaimLost = errors.New("idem: claim lost: its lease expired and the key was re-claimed or purged")
 	// ErrLeaseLost is the cause ([context.Cause]) with which the middleware
 	// cancels a handler's request context when the handler's claim could

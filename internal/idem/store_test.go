@@ -300,3 +300,13 @@ func TestStoreHeaderBytesRoundTrip(t *testing.T) {
 	require.NotNil(t, got.Replay)
 	assert.Equal(t, Response{Status: 201, Header: http.Header{"Location": {"/orders/1"}}, Body: []byte(`{"id":1}`)}, *got.Replay)
 }
+
+// The statements take whole milliseconds, so the configured durations are
+// truncated to them: the local lease deadline then never runs past the
+// lease the database wrote.
+func TestStoreConfigDurationsAreWholeMilliseconds(t *testing.T) {
+	t.Parallel()
+	cfg := StoreConfig{Lease: 10*time.Second + 500*time.Microsecond, TTL: time.Hour + time.Nanosecond}.resolve()
+	assert.Equal(t, 10*time.Second, cfg.Lease)
+	assert.Equal(t, time.Hour, cfg.TTL)
+}
