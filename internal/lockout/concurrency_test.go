@@ -3,6 +3,7 @@ package lockout_test
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"log/slog"
 	neturl "net/url"
 	"sync"
@@ -130,4 +131,93 @@ func TestDuplicateUnknownIPRowsStillDecide(t *testing.T) {
 	assert.Equal(t, 2*time.Minute, d.RetryAfter, "the latest of the two locks")
 	_, err = s.RecordFailure(ctx, ann, "")
 	require.NoError(t, err)
+}
+
+// With two (email, NULL) rows, a failure counts on one of them, the one
+// with the latest lock, and its decision agrees with Check's.
+func TestDuplicateUnknownIPRowsCountOnOne(t *testing.T) {
+	t.Parallel()
+	s, db, clk := newService(t, lockout.Config{})
+	ctx := context.Background()
+	now := clk.Now().UTC()
+	for _, r := range []struct {
+		id string
+		n  int
+	}{{"legacy-low", 1}, {"legacy-high", 4}} {
+		_, err := db.ExecContext(ctx, `INSERT INTO auth_attempts (id, email, ip, "failuresCount", "lastAttemptAt", "updatedAt")
+			VALUES ($1, $2, NULL, $3, $4::timestamp(3), $4::timestamp(3))`, r.id, ann, r.n, now)
+		require.NoError(t, err)
+	}
+	_, err := db.ExecContext(ctx, `UPDATE auth_attempts SET "lockedUntil" = $1::timestamp(3) - interval '1 hour' WHERE id = 'legacy-high'`, now)
+	require.NoError(t, err)
+	d, err := s.RecordFailure(ctx, ann, "")
+	require.NoError(t, err)
+	assert.Equal(t, 5, d.Failures, "counted on the row with the latest lock")
+	assert.True(t, d.LockedNow)
+	c, err := s.Check(ctx, ann, "")
+	require.NoError(t, err)
+	assert.False(t, c.Allowed)
+	assert.Equal(t, c.Until, d.Until, "RecordFailure and Check agree")
+	var low int
+	require.NoError(t, db.QueryRowContext(ctx, `SELECT "failuresCount" FROM auth_attempts WHERE id = 'legacy-low'`).Scan(&low))
+	assert.Equal(t, 1, low, "the other row is left alone")
+}
+
+// Under a default isolation above READ COMMITTED, a success, an unlock or
+// a purge that meets a concurrent write on its row still lands, instead of
+// failing with a serialization error.
+func TestResetsLandUnderStrongerIsolation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, reset := range map[string]func(*lockout.Service) error{
+		"success":      func(s *lockout.Service) error { return s.RecordSuccess(ctx, ann, "192.0.2.1") },
+		"unlock pair":  func(s *lockout.Service) error { _, err := s.UnlockPair(ctx, ann, "192.0.2.1"); return err },
+		"unlock email": func(s *lockout.Service) error { _, err := s.UnlockEmail(ctx, ann); return err },
+		"unlock ip":    func(s *lockout.Service) error { _, err := s.UnlockIP(ctx, "192.0.2.1"); return err },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			url := pgtest.URL(t)
+			u, err := neturl.Parse(url)
+			require.NoError(t, err)
+			q := u.Query()
+			q.Set("default_transaction_isolation", "repeatable read")
+			u.RawQuery = q.Encode()
+			s, err := lockout.New(pgtest.Open(t, u.String()), lockout.Config{Now: newClock().Now, Logger: slog.New(slog.DiscardHandler)})
+			require.NoError(t, err)
+			for range 5 {
+				_, err := s.RecordFailure(ctx, ann, "192.0.2.1")
+				require.NoError(t, err)
+			}
+			// Another writer holds the row; the reset waits for it.
+			other := pgtest.Open(t, url)
+			tx, err := other.BeginTx(ctx, nil)
+			require.NoError(t, err)
+			_, err = tx.ExecContext(ctx, `UPDATE auth_attempts SET "updatedAt" = "updatedAt" WHERE email = $1`, ann)
+			require.NoError(t, err)
+			done := make(chan error, 1)
+			go func() { done <- reset(s) }()
+			waitForLockWait(t, other)
+			require.NoError(t, tx.Commit())
+			require.NoError(t, <-done)
+			d, err := s.Check(ctx, ann, "192.0.2.1")
+			require.NoError(t, err)
+			assert.True(t, d.Allowed, "the reset landed")
+		})
+	}
+}
+
+// waitForLockWait returns once a session of db's database waits on a lock.
+func waitForLockWait(t *testing.T, db *sql.DB) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second) // a bound against a hang
+	for {
+		var waiting int
+		require.NoError(t, db.QueryRow(`SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting))
+		if waiting > 0 {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "no session waited on the lock")
+	}
 }

@@ -29,7 +29,10 @@ type Decision struct {
 	// zero from [Service.Check].
 	Failures int
 	// LockedNow is true when this call of [Service.RecordFailure] set the
-	// pair's lock (or moved it, under [Policy.ExtendWhileLocked]).
+	// pair's lock (or moved it, under [Policy.ExtendWhileLocked]). It is
+	// read from the lock's end, so a failure in the same millisecond as the
+	// one that set the lock, which leaves the lock where it is, may report
+	// it too (under ExtendWhileLocked, or at the MaxLockDuration cap).
 	LockedNow bool
 }
 

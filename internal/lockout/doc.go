@@ -85,9 +85,15 @@
 //
 // The statements are written for READ COMMITTED, PostgreSQL's default.
 // Where a role or database defaults to a stronger isolation, the unknown-IP
-// transaction asks for READ COMMITTED, and a known-IP upsert that fails
-// with a serialization error runs again in a READ COMMITTED transaction;
-// no failure is lost either way.
+// transaction asks for READ COMMITTED, and any other write (the known-IP
+// upsert, a success, an unlock, a purge batch) that fails with a
+// serialization error runs again in a READ COMMITTED transaction; no
+// failure or reset is lost either way.
+//
+// The unique index does not stop two (email, NULL) rows, which data
+// written before this service may hold: a failure with an unknown IP then
+// counts on the row with the latest lock, and Check reads that lock. Each
+// such row still counts towards the per-email limit.
 //
 // # Database
 //

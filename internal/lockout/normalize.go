@@ -16,7 +16,8 @@ const MaxEmailBytes = 320
 // NormalizeEmail returns the key an email is counted under: trimmed,
 // lower-cased and in Unicode NFC, so that "Ann@X.org " and "ann@x.org" share
 // a counter. It returns an [*EmailError] for an empty address, invalid UTF-8,
-// control or invisible format characters (Unicode Cc, Cf) or more than
+// control or invisible characters (Unicode Cc, Cf except ZWNJ and ZWJ,
+// variation selectors and other default-ignorable code points) or more than
 // [MaxEmailBytes] bytes. It does not check
 // that the address is deliverable: the counter must not depend on whether
 // an account exists.
@@ -32,10 +33,9 @@ func NormalizeEmail(email string) (string, error) {
 	if strings.IndexFunc(email, unicode.IsControl) >= 0 {
 		return "", &EmailError{Reason: "contains a control character"}
 	}
-	// Invisible format characters (zero-width space, BOM, soft hyphen…)
-	// would give one address many counters; no mailbox name needs them.
-	if strings.IndexFunc(email, isFormat) >= 0 {
-		return "", &EmailError{Reason: "contains an invisible format character"}
+	// Invisible characters would give one address many counters.
+	if strings.IndexFunc(email, isInvisible) >= 0 {
+		return "", &EmailError{Reason: "contains an invisible character"}
 	}
 	// NFC before and after lower-casing: case mapping can leave a sequence
 	// NFC would compose, and the result must be a fixed point.
@@ -50,7 +50,16 @@ func NormalizeEmail(email string) (string, error) {
 	return s, nil
 }
 
-func isFormat(r rune) bool { return unicode.Is(unicode.Cf, r) }
+// isInvisible reports whether r is an invisible character with no place in
+// an address: a format character (Cf: zero-width space, BOM, soft
+// hyphen…), a variation selector or another default-ignorable code point.
+// ZWNJ and ZWJ are allowed: IDNA2008 permits them in some scripts' labels.
+func isInvisible(r rune) bool {
+	if r == '\u200c' || r == '\u200d' {
+		return false
+	}
+	return unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
+}
 
 // NormalizeIP returns the key a client address is counted under, or "" when
 // ip is empty or does not parse (an unknown client, stored as NULL). It

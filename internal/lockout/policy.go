@@ -40,12 +40,15 @@ type Policy struct {
 	// above MaxFailures, so a single IP can never trip it alone. The denial is not stored and never grows: it
 	// ends once enough failures age out of the window (at most Window after
 	// the last one); see the package documentation for the trade-off.
-	// Default 20; [Off] switches it off.
+	// Default 20, or MaxFailures+1 when that is more; [Off] switches it
+	// off.
 	EmailLimit int
 	// IPLimit is the number of failures from one IP (or IPv6 prefix) over all
 	// emails within the window that denies further attempts from it, each
-	// row contributing at most MaxFailures, ending as EmailLimit's does.
-	// Default 50; [Off] switches it off.
+	// row contributing at most MaxFailures, ending as EmailLimit's does. It
+	// must be above MaxFailures, so that one user mistyping a password does
+	// not deny everyone behind a shared address. Default 50, or
+	// MaxFailures+1 when that is more; [Off] switches it off.
 	IPLimit int
 	// IPv6Prefix is the prefix length IPv6 clients are grouped by: one host
 	// usually holds a whole /64. Default 64; between 1 and 128.
@@ -73,8 +76,10 @@ func (p Policy) withDefaults() (Policy, error) {
 	p.Window = cmp.Or(p.Window, DefaultWindow)
 	p.LockDuration = cmp.Or(p.LockDuration, DefaultLockDuration)
 	p.MaxLockDuration = cmp.Or(p.MaxLockDuration, DefaultMaxLockDuration)
-	p.EmailLimit = cmp.Or(p.EmailLimit, DefaultEmailLimit)
-	p.IPLimit = cmp.Or(p.IPLimit, DefaultIPLimit)
+	// The limits must exceed MaxFailures (see EmailLimit); their defaults
+	// rise with a larger MaxFailures.
+	p.EmailLimit = cmp.Or(p.EmailLimit, max(DefaultEmailLimit, p.MaxFailures+1))
+	p.IPLimit = cmp.Or(p.IPLimit, max(DefaultIPLimit, p.MaxFailures+1))
 	p.IPv6Prefix = cmp.Or(p.IPv6Prefix, DefaultIPv6Prefix)
 	switch {
 	case p.MaxFailures < 1:
@@ -91,6 +96,8 @@ func (p Policy) withDefaults() (Policy, error) {
 		return p, fmt.Errorf("lockout: Policy.EmailLimit %d is not above MaxFailures %d: one IP alone would deny the email from every IP", p.EmailLimit, p.MaxFailures)
 	case p.IPLimit < 1 && p.IPLimit != Off:
 		return p, fmt.Errorf("lockout: Policy.IPLimit is %d; use a positive count, 0 for the default or Off", p.IPLimit)
+	case p.IPLimit != Off && p.IPLimit <= p.MaxFailures:
+		return p, fmt.Errorf("lockout: Policy.IPLimit %d is not above MaxFailures %d: one user's failures alone would deny the IP to everyone behind it", p.IPLimit, p.MaxFailures)
 	case p.IPv6Prefix < 1 || p.IPv6Prefix > 128:
 		return p, fmt.Errorf("lockout: Policy.IPv6Prefix is %d; use 1 to 128 or 0 for the default", p.IPv6Prefix)
 	}

@@ -263,6 +263,7 @@ func TestNewRejectsInvalidPolicy(t *testing.T) {
 		{EmailLimit: -2},
 		{EmailLimit: 5},                 // one IP could trip it alone
 		{MaxFailures: 8, EmailLimit: 6}, // likewise
+		{IPLimit: 5},                    // one user could deny the IP
 		{IPLimit: -5},
 		{IPv6Prefix: 129},
 	} {
@@ -275,4 +276,8 @@ func TestNewRejectsInvalidPolicy(t *testing.T) {
 		MaxFailures: 5, Window: 15 * time.Minute, LockDuration: 15 * time.Minute,
 		MaxLockDuration: 24 * time.Hour, EmailLimit: 20, IPLimit: 50, IPv6Prefix: 64,
 	}, s.Policy(), "the zero value means the documented defaults")
+	s, err = lockout.New(nil, lockout.Config{Policy: lockout.Policy{MaxFailures: 30}})
+	require.NoError(t, err, "a larger MaxFailures raises the limits' defaults")
+	assert.Equal(t, 31, s.Policy().EmailLimit)
+	assert.Equal(t, 50, s.Policy().IPLimit)
 }

@@ -16,7 +16,7 @@ func (s *Service) Purge(ctx context.Context) (int64, error) {
 	_, cut := s.clock()
 	var total int64
 	for {
-		res, err := s.db.ExecContext(ctx, s.q.purge, cut, s.batch)
+		res, err := s.exec(ctx, s.q.purge, cut, s.batch)
 		n, err := affected("purge", res, err)
 		total += n
 		if s.onPurge != nil && n > 0 {

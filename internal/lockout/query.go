@@ -83,9 +83,14 @@ func buildQueries(p Policy) queries {
 		WHEN %s %% %d = 0 THEN {now}::timestamp(3) + %s
 		WHEN %s THEN NULL
 		ELSE a."lockedUntil" END`, active, whileLocked, n, max, dur(n), reset)
+	// lastAttemptAt never moves back (a failure from a slower clock, or one
+	// that waited for the row lock after reading the clock), but a value
+	// more than a window ahead (a clock far ahead) is not kept either.
+	last := fmt.Sprintf(`CASE WHEN a."lastAttemptAt" > {now}::timestamp(3) + interval '%d milliseconds' THEN {now}::timestamp(3)
+		ELSE GREATEST(a."lastAttemptAt", {now}::timestamp(3)) END`, p.Window.Milliseconds())
 	set := `"failuresCount" = ` + n + `,
 		"lockedUntil" = ` + lockedUntil + `,
-		"lastAttemptAt" = GREATEST(a."lastAttemptAt", {now}::timestamp(3)),
+		"lastAttemptAt" = ` + last + `,
 		"updatedAt" = {now}::timestamp(3)`
 	// A new row has a count of 1: locked at once only when MaxFailures is 1.
 	firstLock := `NULL::timestamp(3)`
@@ -162,8 +167,11 @@ func buildQueries(p Policy) queries {
 	// Rows with a NULL ip are not covered by the unique index: the caller
 	// holds a transaction-scoped advisory lock on the email around these.
 	q.lockEmail = bind(`SELECT pg_advisory_xact_lock(hashtextextended('klozd.lockout:' || {email}, 0))`, "email")
+	// Of two (email, NULL) rows, which data written before this service
+	// may hold, the update counts on one: the latest lock's.
 	q.failNullUpd = bind(`UPDATE auth_attempts AS a SET `+set+`
-		WHERE a.email = {email} AND a.ip IS NULL
+		WHERE a.id = (SELECT d.id FROM auth_attempts d WHERE d.email = {email} AND d.ip IS NULL
+			ORDER BY d."lockedUntil" DESC NULLS LAST, d."lastAttemptAt" DESC, d.id LIMIT 1)
 		`+returning(`o.email = {email} AND o.ip IS NOT NULL`, ""), "email", "now", "cut")
 	q.failNullIns, q.failNullInsArgs = bindN(strings.Replace(insert, "{ip}", "NULL", 1)+`
 		`+returning(`o.email = {email} AND o.ip IS NOT NULL`, ""), "id", "email", "now", "cut")

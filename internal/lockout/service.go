@@ -186,6 +186,27 @@ func serializationFailure(err error) bool {
 	return ok && pqErr.Code == "40001"
 }
 
+// exec runs one autocommitted write statement. Under a default isolation
+// above READ COMMITTED it may meet a concurrent failure on the same row
+// and fail with a serialization error; it then runs again in a READ
+// COMMITTED transaction, where it waits for the row instead (the failed
+// attempt changed nothing).
+func (s *Service) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	res, err := s.db.ExecContext(ctx, query, args...)
+	if !serializationFailure(err) {
+		return res, err
+	}
+	tx, err := s.db.BeginTx(ctx, readCommitted)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if res, err = tx.ExecContext(ctx, query, args...); err != nil {
+		return nil, err
+	}
+	return res, tx.Commit()
+}
+
 // failureReadCommitted runs the known-IP upsert again in a READ COMMITTED
 // transaction, where it waits for a concurrent update instead of failing.
 // The failed attempt changed nothing, so nothing is counted twice.
@@ -287,9 +308,9 @@ func (s *Service) reset(ctx context.Context, op, email string, addr *string) (in
 	now, _ := s.clock()
 	var res sql.Result
 	if addr != nil {
-		res, err = s.db.ExecContext(ctx, s.q.success, e, *addr, now)
+		res, err = s.exec(ctx, s.q.success, e, *addr, now)
 	} else {
-		res, err = s.db.ExecContext(ctx, s.q.successNull, e, now)
+		res, err = s.exec(ctx, s.q.successNull, e, now)
 	}
 	return affected(op, res, err)
 }
@@ -302,7 +323,7 @@ func (s *Service) UnlockEmail(ctx context.Context, email string) (int64, error) 
 		return 0, fmt.Errorf("lockout: unlock email: %w", err)
 	}
 	now, _ := s.clock()
-	res, err := s.db.ExecContext(ctx, s.q.unlockEmail, e, now)
+	res, err := s.exec(ctx, s.q.unlockEmail, e, now)
 	n, err := affected("unlock email", res, err)
 	if err == nil && n > 0 {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "lockout: unlocked", slog.String("email", e), slog.Int64("rows", n))
@@ -322,7 +343,7 @@ func (s *Service) UnlockIP(ctx context.Context, ip string) (int64, error) {
 		return 0, err
 	}
 	now, _ := s.clock()
-	res, err := s.db.ExecContext(ctx, s.q.unlockIP, addr, now)
+	res, err := s.exec(ctx, s.q.unlockIP, addr, now)
 	n, err := affected("unlock ip", res, err)
 	if err == nil && n > 0 {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "lockout: unlocked", slog.String("ip", addr), slog.Int64("rows", n))

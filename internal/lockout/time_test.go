@@ -80,3 +80,28 @@ func TestLastAttemptNeverMovesBack(t *testing.T) {
 		assert.Equal(t, clk.Now().UTC().Truncate(time.Millisecond), r.Last.UTC(), "ip %v", r.IP)
 	}
 }
+
+// A lastAttemptAt more than a window ahead (written by a clock far ahead)
+// is not kept: the next failure from a correct clock writes its own time,
+// so the pair starts over after a quiet window again.
+func TestLastAttemptFarAheadIsNotKept(t *testing.T) {
+	t.Parallel()
+	good, db, clk := newService(t, lockout.Config{})
+	ahead := newClock()
+	ahead.Add(24 * time.Hour)
+	bad, err := lockout.New(db, lockout.Config{Now: ahead.Now, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = bad.RecordFailure(ctx, ann, "192.0.2.1")
+	require.NoError(t, err)
+	_, err = good.RecordFailure(ctx, ann, "192.0.2.1")
+	require.NoError(t, err)
+	var d lockout.Decision
+	for range 5 {
+		clk.Add(20 * time.Minute) // more than the window between failures
+		d, err = good.RecordFailure(ctx, ann, "192.0.2.1")
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 1, d.Failures, "each failure after a quiet window starts over")
+	assert.True(t, d.Allowed)
+}
