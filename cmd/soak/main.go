@@ -1,6 +1,7 @@
 // Command soak runs the fault-and-load suite of internal/soak against a
 // throwaway PostgreSQL and prints the summary table. It exits 1 when any
-// invariant was violated.
+// invariant was violated, 2 when the run failed or its configuration could
+// not check the invariants (a fault outlasted the lease).
 //
 //	go run ./cmd/soak                      # every scenario, default sizes
 //	go run ./cmd/soak -scenario restart -orders 1000
@@ -35,7 +36,8 @@ func main() {
 	flag.DurationVar(&cfg.StatementTimeout, "statement-timeout", 0, "services' statement_timeout (default 2s)")
 	flag.DurationVar(&cfg.LockTimeout, "lock-timeout", 0, "services' lock_timeout (default 1s)")
 	flag.DurationVar(&cfg.RequestTimeout, "request-timeout", 0, "clients' timeout (default 10s)")
-	flag.DurationVar(&cfg.Lease, "lease", 0, "idempotency claim lease; keep it above 2×statement-timeout, the slow-database fault (default 2×statement-timeout + 1s)")
+	flag.DurationVar(&cfg.Lease, "lease", 0, "idempotency claim lease of every scenario but restart; keep it above 2×statement-timeout, the slow-database fault (default 2×statement-timeout + 1s)")
+	flag.DurationVar(&cfg.RestartLease, "restart-lease", 0, "least lease of the restart scenario, which uses the larger of -lease and this; keep it above the restart's outage plus recovery (default 5s)")
 	flag.StringVar(&scenarios, "scenario", "", "comma-separated scenarios (default all: "+strings.Join(soak.Scenarios(), ",")+")")
 	flag.BoolVar(&asJSON, "json", false, "print the results as JSON")
 	flag.Parse()
@@ -58,9 +60,13 @@ func main() {
 		fmt.Fprintf(os.Stderr, "soak: %v\n", err)
 		os.Exit(2)
 	}
+	code := 0
 	for _, r := range results {
-		if len(r.Violations) > 0 {
-			os.Exit(1)
+		if len(r.ConfigErrors) > 0 {
+			code = 2
+		} else if len(r.Violations) > 0 && code == 0 {
+			code = 1
 		}
 	}
+	os.Exit(code)
 }

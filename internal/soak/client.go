@@ -119,10 +119,14 @@ func (c *client) resend(ctx context.Context, base, key string, st *keyState) (bo
 	}
 	st.mu.Unlock()
 	if !replayed {
-		return false, "201 without Idempotent-Replayed: the handler ran again"
+		return false, ranAgain
 	}
 	return true, ""
 }
+
+// ranAgain is what [client.resend] reports when the handler ran again;
+// checkInvariants reports the key from its side effects.
+const ranAgain = "201 without Idempotent-Replayed: the handler ran again"
 
 // login sends one failed login for p.
 func (c *client) login(ctx context.Context, base string, p *pair) bool {

@@ -16,12 +16,21 @@ type Faults struct {
 	dbName  string
 }
 
-// Restart stops PostgreSQL in fast mode and starts it again, as
-// "pg_ctl restart -m fast" does. It returns once the server accepts
-// connections again.
-func (f *Faults) Restart(ctx context.Context) error {
+// Restart stops PostgreSQL in fast mode, keeps it down for pause, and
+// starts it again, as "pg_ctl restart -m fast" does. It returns once the
+// server accepts connections again.
+func (f *Faults) Restart(ctx context.Context, pause time.Duration) error {
+	if err := f.cluster.Shutdown(); err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	if pause > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(pause): // the server is down for pause: the fault itself
+		}
+	}
 	if err := f.cluster.Restart(ctx); err != nil {
-		return fmt.Errorf("soak: restart: %w", err)
+		return fmt.Errorf("restart: %w", err)
 	}
 	// The admin pool's connections died with the server.
 	f.admin.SetMaxIdleConns(0)
@@ -37,7 +46,7 @@ func (f *Faults) KillConnections(ctx context.Context) (int, error) {
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 WHERE datname = $1 AND pid <> pg_backend_pid()`, f.dbName).Scan(&n)
 	if err != nil {
-		return 0, fmt.Errorf("soak: terminate backends: %w", err)
+		return 0, fmt.Errorf("terminate backends: %w", err)
 	}
 	return n, nil
 }
@@ -53,15 +62,15 @@ func (f *Faults) HoldLocks(ctx context.Context, url string, d time.Duration) err
 	defer db.Close()
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("soak: hold locks: %w", err)
+		return fmt.Errorf("hold locks: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	if _, err := tx.ExecContext(ctx, `LOCK TABLE "idempotency_records", "auth_attempts" IN ACCESS EXCLUSIVE MODE`); err != nil {
-		return fmt.Errorf("soak: hold locks: %w", err)
+		return fmt.Errorf("hold locks: %w", err)
 	}
 	// The lock is held for d of wall time: the fault itself, not a wait for a race.
 	if _, err := tx.ExecContext(ctx, `SELECT pg_sleep($1)`, d.Seconds()); err != nil {
-		return fmt.Errorf("soak: hold locks: %w", err)
+		return fmt.Errorf("hold locks: %w", err)
 	}
 	return nil
 }

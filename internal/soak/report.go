@@ -10,14 +10,11 @@ import (
 // PrintSummary writes the results as a table, then each violation.
 func PrintSummary(w io.Writer, results []Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tsent\tsucceeded\treplayed\tconflicted\tfailed cleanly\tresent\treplayed after lease\tviolations\tp50\tp99\treq/s\trecovery\t")
+	fmt.Fprintln(tw, "scenario\tsent\tsucceeded\treplayed\tconflicted\tfailed cleanly\tresent\treplayed after lease\tviolations\tp50\tp99\treq/s\tlease\toutage\trecovery\t")
 	for _, r := range results {
-		rec := "-"
-		if r.Recovery > 0 {
-			rec = r.Recovery.Round(time.Millisecond).String()
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.0f\t%s\t\n", r.Scenario, r.Sent, r.Succeeded, r.Replayed,
-			r.Conflicted, r.FailedClean, r.Resent, r.ReplayedAfterLease, len(r.Violations), r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond), r.Throughput, rec)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.0f\t%s\t%s\t%s\t\n", r.Scenario, r.Sent, r.Succeeded, r.Replayed,
+			r.Conflicted, r.FailedClean, r.Resent, r.ReplayedAfterLease, len(r.Violations), r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond), r.Throughput,
+			r.Lease, orDash(r.Outage), orDash(r.Recovery))
 	}
 	_ = tw.Flush()
 	byName := map[string]Result{}
@@ -37,8 +34,21 @@ func PrintSummary(w io.Writer, results []Result) {
 		if r.Note != "" {
 			fmt.Fprintf(w, "%s: %s\n", r.Scenario, r.Note)
 		}
+		for _, c := range r.ConfigErrors {
+			fmt.Fprintf(w, "%s: CONFIG ERROR: %s\n", r.Scenario, c)
+		}
+		for _, u := range r.Unchecked {
+			fmt.Fprintf(w, "%s: not counted (the fault outlasted the lease): %s\n", r.Scenario, u)
+		}
 		for _, v := range r.Violations {
 			fmt.Fprintf(w, "%s: VIOLATION: %s\n", r.Scenario, v)
 		}
 	}
+}
+
+func orDash(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return d.Round(time.Millisecond).String()
 }

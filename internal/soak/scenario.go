@@ -39,8 +39,21 @@ type Result struct {
 	// Recovery is, after a restart, the time from the server accepting
 	// connections to both services answering successfully.
 	Recovery time.Duration `json:"recovery_ns,omitempty"`
-	Faults   []string      `json:"faults,omitempty"`
-	Note     string        `json:"note,omitempty"`
+	// Lease is the idempotency claim lease the scenario ran with; Outage
+	// the longest time a fault kept the database from serving, from the
+	// fault's start until it accepted connections (restart) or released
+	// its locks (slow database).
+	Lease  time.Duration `json:"lease_ns"`
+	Outage time.Duration `json:"outage_ns,omitempty"`
+	Faults []string      `json:"faults,omitempty"`
+	// ConfigErrors are errors of the run's configuration, not of the
+	// product: a fault that outlasted the lease, past which idem does not
+	// promise at most once. The at-most-once violations such a fault
+	// explains (keys whose handler ran more than once) are then listed in
+	// Unchecked instead of Violations.
+	ConfigErrors []string `json:"config_errors,omitempty"`
+	Unchecked    []string `json:"unchecked,omitempty"`
+	Note         string   `json:"note,omitempty"`
 }
 
 // scenario is one fault and the shape of the load around it.
@@ -50,9 +63,28 @@ type scenario struct {
 	poolSize    int // overrides Config.PoolSize when set
 	concurrency int // overrides Config.Concurrency when set
 	bare        bool
+	// restartLease: the scenario runs with the larger of Config.Lease and
+	// Config.RestartLease.
+	restartLease bool
 	// marks are the fractions of the load at which fault runs.
 	marks []float64
-	fault func(ctx context.Context, e *env, cfg Config) (what string, err error)
+	fault func(ctx context.Context, e *env, cfg Config) (faultRun, error)
+}
+
+// faultRun is what one run of a fault did.
+type faultRun struct {
+	what string
+	// outage is how long the database did not serve: from the fault's
+	// start until it accepted connections again or released its locks.
+	outage time.Duration
+}
+
+// lease returns the lease s runs with and the knob that sets it.
+func (s scenario) lease(cfg Config) (time.Duration, string) {
+	if s.restartLease {
+		return max(cfg.Lease, cfg.RestartLease), "-restart-lease (Config.RestartLease)"
+	}
+	return cfg.Lease, "-lease (Config.Lease)"
 }
 
 // Scenarios lists the scenario names in the order [Run] runs them.
@@ -66,7 +98,7 @@ func Scenarios() []string {
 
 func scenarios() []scenario {
 	return []scenario{
-		{name: "restart", instances: 1, marks: []float64{0.35}, fault: faultRestart},
+		{name: "restart", instances: 1, restartLease: true, marks: []float64{0.35}, fault: faultRestart},
 		{name: "killed-connections", instances: 1, marks: []float64{0.25, 0.5, 0.75}, fault: faultKill},
 		{name: "slow-database", instances: 1, marks: []float64{0.35}, fault: faultSlow},
 		{name: "pool-exhaustion", instances: 1, poolSize: 2, concurrency: 64},
@@ -77,22 +109,26 @@ func scenarios() []scenario {
 
 // The recovery after a restart is measured by the runner, which has the
 // instances.
-func faultRestart(ctx context.Context, e *env, _ Config) (string, error) {
+func faultRestart(ctx context.Context, e *env, cfg Config) (faultRun, error) {
 	start := time.Now()
-	if err := e.faults.Restart(ctx); err != nil {
-		return "", err
+	if err := e.faults.Restart(ctx, cfg.restartPause); err != nil {
+		return faultRun{}, err
 	}
-	return fmt.Sprintf("restarted in %s", time.Since(start).Round(time.Millisecond)), nil
+	d := time.Since(start)
+	return faultRun{what: fmt.Sprintf("restarted in %s", d.Round(time.Millisecond)), outage: d}, nil
 }
 
-func faultKill(ctx context.Context, e *env, _ Config) (string, error) {
+func faultKill(ctx context.Context, e *env, _ Config) (faultRun, error) {
+	start := time.Now()
 	n, err := e.faults.KillConnections(ctx)
-	return fmt.Sprintf("terminated %d connections", n), err
+	return faultRun{what: fmt.Sprintf("terminated %d connections", n), outage: time.Since(start)}, err
 }
 
-func faultSlow(ctx context.Context, e *env, cfg Config) (string, error) {
+func faultSlow(ctx context.Context, e *env, cfg Config) (faultRun, error) {
 	d := 2 * cfg.StatementTimeout
-	return fmt.Sprintf("held exclusive table locks for %s", d), e.faults.HoldLocks(ctx, e.url, d)
+	start := time.Now()
+	err := e.faults.HoldLocks(ctx, e.url, d)
+	return faultRun{what: fmt.Sprintf("held exclusive table locks for %s", d), outage: time.Since(start)}, err
 }
 
 // Run starts a throwaway cluster and runs the named scenarios (all when
@@ -146,6 +182,8 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 	if s.concurrency > 0 {
 		cfg.Concurrency = s.concurrency
 	}
+	lease, leaseKnob := s.lease(cfg)
+	cfg.Lease = lease
 	var insts []*instance
 	for i := range s.instances {
 		in, err := newInstance(fmt.Sprintf("i%d", i), e.url, cfg, s.bare)
@@ -216,7 +254,11 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 		faultErr error
 		recovery time.Duration
 		faults   []string
-		faultWG  sync.WaitGroup
+		// unavailable is the longest time from a fault's start until the
+		// database served again (and, after a restart, the services did).
+		unavailable time.Duration
+		outage      time.Duration
+		faultWG     sync.WaitGroup
 	)
 	if s.fault != nil {
 		faultWG.Add(1)
@@ -228,15 +270,19 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 				case <-loadCtx.Done():
 					return
 				}
-				what, err := s.fault(ctx, e, cfg)
+				run, err := s.fault(ctx, e, cfg)
 				if err != nil {
 					faultErr = err
 					return
 				}
-				faults = append(faults, what)
+				faults = append(faults, run.what)
+				outage = max(outage, run.outage)
+				down := run.outage
 				if s.name == "restart" {
 					recovery = measureRecovery(ctx, cl, insts[0].server.URL, cfg)
+					down += recovery
 				}
+				unavailable = max(unavailable, down)
 			}
 		}()
 	}
@@ -254,20 +300,18 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 	retryUnanswered(ctx, cl, insts, keys, cfg)
 
 	// At most once, for keys answered 2xx whose response might not have
-	// been stored: once every claim's lease has passed, a key whose claim
-	// was left in flight is claimable again, so re-sending it would run the
+	// been stored: once a claim's lease has passed, a key whose claim was
+	// left in flight is claimable again, so re-sending it would run the
 	// handler a second time (a second soak_effects row, which
-	// checkInvariants flags). Waiting out the lease's wall-clock expiry is
-	// the fault model under test (a claim outliving its instance), not a
-	// wait for a race. No request is in flight now, so every claim was
-	// taken before this point.
+	// checkInvariants flags). Waiting out the leases of the claims still in
+	// flight is the fault model under test (a claim outliving its
+	// instance), not a wait for a race. No request is in flight now, so
+	// every claim was taken before this point.
 	var resent, replayedAfter int
 	var resendDirty []string
 	if !s.bare {
-		select {
-		case <-ctx.Done():
-			return Result{}, ctx.Err()
-		case <-time.After(cfg.Lease + leaseMargin):
+		if err := waitLeases(ctx, e); err != nil {
+			return Result{}, err
 		}
 		resent, replayedAfter, resendDirty = resendAll(ctx, cl, insts, keys, cfg)
 	}
@@ -283,6 +327,8 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 		P99:         cl.rec.Percentile(99),
 		Throughput:  cl.rec.Throughput(),
 		Recovery:    recovery,
+		Lease:       lease,
+		Outage:      outage,
 		Faults:      faults,
 
 		Resent:             resent,
@@ -295,12 +341,23 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 	}
 	r.Violations = append(r.Violations, cl.dirty...)
 	r.Violations = append(r.Violations, resendDirty...)
+	if unavailable >= lease {
+		r.ConfigErrors = append(r.ConfigErrors, fmt.Sprintf(
+			"a fault kept the database from serving for %s, at least the lease of %s: a response sent before it may not be stored, "+
+				"and its key runs again when re-sent after the lease (idem's documented limit, not a defect); raise %s above the outage",
+			unavailable.Round(time.Millisecond), lease, leaseKnob))
+	}
 	if !s.bare {
-		v, err := checkInvariants(ctx, e, keys, pairs)
+		v, once, err := checkInvariants(ctx, e, keys, pairs)
 		if err != nil {
 			return r, err
 		}
 		r.Violations = append(r.Violations, v...)
+		if len(r.ConfigErrors) > 0 {
+			r.Unchecked = once
+		} else {
+			r.Violations = append(r.Violations, once...)
+		}
 	}
 	return r, nil
 }
@@ -356,6 +413,34 @@ func retryUnanswered(ctx context.Context, cl *client, insts []*instance, keys ma
 // the clocks of the client and the instances, which are one machine's.
 const leaseMargin = 50 * time.Millisecond
 
+// waitLeases returns once no claim in e's database is in flight with its
+// lease still running, reading the leases from the records: a claim left
+// in flight is claimable again from then on. It returns at once when every
+// claim was completed or released.
+func waitLeases(ctx context.Context, e *env) error {
+	db, err := database.Open(e.url)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	for {
+		var left float64 // seconds of the longest lease still running
+		if err := db.QueryRowContext(ctx, `
+SELECT coalesce(extract(epoch FROM max("expiresAt") - (statement_timestamp() AT TIME ZONE 'UTC')), 0)::float8
+FROM idempotency_records WHERE "responseStatus" = 0`).Scan(&left); err != nil {
+			return fmt.Errorf("read the leases in flight: %w", err)
+		}
+		if left <= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(left*float64(time.Second)) + leaseMargin):
+		}
+	}
+}
+
 // resendAll sends every key once more, spread over the instances, and
 // returns how many it sent, how many came back as a replay, and a
 // violation for each that did not.
@@ -380,7 +465,7 @@ func resendAll(ctx context.Context, cl *client, insts []*instance, keys map[stri
 			sent++
 			if ok {
 				replayed++
-			} else if len(dirty) < 20 {
+			} else if what != ranAgain && len(dirty) < 20 {
 				dirty = append(dirty, fmt.Sprintf("key %s: re-sent after the lease: %s, want a replay", k, what))
 			}
 		}()
@@ -390,19 +475,21 @@ func resendAll(ctx context.Context, cl *client, insts []*instance, keys map[stri
 }
 
 // checkInvariants reads the side effects, records and lockout rows and
-// compares them with what the clients saw.
-func checkInvariants(ctx context.Context, e *env, keys map[string]*keyState, pairs []*pair) ([]string, error) {
+// compares them with what the clients saw. It returns the violations apart
+// from once, those of keys whose handler ran more than once: a fault that
+// outlasted the lease explains these (see Config.Lease), and nothing else.
+func checkInvariants(ctx context.Context, e *env, keys map[string]*keyState, pairs []*pair) (v, once []string, err error) {
 	db, err := database.Open(e.url)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer db.Close()
-	var v []string
-	violate := func(format string, args ...any) {
-		if len(v) < 50 {
-			v = append(v, fmt.Sprintf(format, args...))
+	add := func(list *[]string, format string, args ...any) {
+		if len(*list) < 50 {
+			*list = append(*list, fmt.Sprintf(format, args...))
 		}
 	}
+	violate := func(format string, args ...any) { add(&v, format, args...) }
 	effects := map[string][]string{} // key → nonces
 	if err := eachRow(ctx, db, `SELECT "key", "nonce" FROM soak_effects`, func(rows *sql.Rows) error {
 		var k, nonce string
@@ -412,11 +499,13 @@ func checkInvariants(ctx context.Context, e *env, keys map[string]*keyState, pai
 		effects[k] = append(effects[k], nonce)
 		return nil
 	}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for k, st := range keys {
 		nonces := effects[k]
+		violate := violate
 		if len(nonces) > 1 {
+			violate = func(format string, args ...any) { add(&once, format, args...) }
 			violate("key %s: the handler ran %d times", k, len(nonces))
 		}
 		if !st.answered {
@@ -439,7 +528,7 @@ func checkInvariants(ctx context.Context, e *env, keys map[string]*keyState, pai
 	}
 	var stored5xx int
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM idempotency_records WHERE "responseStatus" >= 500`).Scan(&stored5xx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if stored5xx > 0 {
 		violate("%d stored records have a 5xx status", stored5xx)
@@ -458,7 +547,7 @@ func checkInvariants(ctx context.Context, e *env, keys map[string]*keyState, pai
 		rows[k] = x
 		return nil
 	}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, p := range pairs {
 		got := rows[[2]string{p.email, p.ip}]
@@ -469,7 +558,7 @@ func checkInvariants(ctx context.Context, e *env, keys map[string]*keyState, pai
 			violate("login %s from %s: %d failures recorded but the pair is not locked", p.email, p.ip, p.recorded)
 		}
 	}
-	return v, nil
+	return v, once, nil
 }
 
 func eachRow(ctx context.Context, db *sql.DB, query string, each func(*sql.Rows) error) error {
