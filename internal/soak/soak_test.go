@@ -2,6 +2,8 @@ package soak
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -110,4 +112,36 @@ func TestSoakOutageOutlastingLease(t *testing.T) {
 	for _, v := range r.Violations {
 		assert.NotContains(t, v, "the handler ran", "an at-most-once violation the outage explains")
 	}
+}
+
+// The recovery probe gives up at its deadline, or when the run is
+// cancelled, and its dirty answers (a 5xx that is not problem+json, a
+// hang) reach the violations.
+func TestMeasureRecoveryReportsDirtyAnswers(t *testing.T) {
+	t.Parallel()
+	hang := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/login" {
+			<-hang // no answer until the test ends
+			return
+		}
+		http.Error(w, "boom", http.StatusInternalServerError)
+	}))
+	defer srv.Close()
+	defer close(hang)
+	cfg := Config{RequestTimeout: 200 * time.Millisecond}
+	cl := &client{http: srv.Client(), rec: NewRecorder(), orders: NewRecorder(), timeout: cfg.RequestTimeout}
+	d, ok := measureRecovery(context.Background(), cl, srv.URL, cfg)
+	assert.False(t, ok)
+	assert.GreaterOrEqual(t, d, cfg.RequestTimeout)
+	all := strings.Join(cl.dirty, "\n")
+	assert.Contains(t, all, "recovery probe: order recovery-0: unexpected 500")
+	assert.Contains(t, all, "recovery probe: login recovery@example.com: no answer within 200ms")
+	assert.Zero(t, cl.rec.Sent(), "the probe counts in no recorder of the load")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	cl = &client{http: srv.Client(), rec: NewRecorder(), orders: NewRecorder(), timeout: time.Minute}
+	_, ok = measureRecovery(ctx, cl, srv.URL, Config{RequestTimeout: time.Minute})
+	assert.False(t, ok, "a cancelled run stops probing")
 }
