@@ -38,17 +38,35 @@ func (f *Faults) Restart(ctx context.Context, pause time.Duration) error {
 	return nil
 }
 
-// KillConnections terminates every client connection to the database and
-// returns how many it terminated.
-func (f *Faults) KillConnections(ctx context.Context) (int, error) {
-	var n int
-	err := f.admin.QueryRowContext(ctx, `
-SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-WHERE datname = $1 AND pid <> pg_backend_pid()`, f.dbName).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("terminate backends: %w", err)
+// KillConnections terminates every client connection to the database,
+// once some of them are in use (running a statement or inside a
+// transaction), so that the fault hits requests mid-flight and not only
+// idle pool connections. It waits up to a second for a connection in use,
+// then terminates the idle ones regardless. It returns how many it
+// terminated and how many of these were in use.
+func (f *Faults) KillConnections(ctx context.Context) (killed, inUse int, err error) {
+	deadline := time.Now().Add(time.Second)
+	for {
+		force := !time.Now().Before(deadline)
+		err := f.admin.QueryRowContext(ctx, `
+WITH s AS (
+	SELECT pid, state FROM pg_stat_activity
+	WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+), busy AS (SELECT count(*) FILTER (WHERE state <> 'idle') AS n FROM s)
+SELECT (SELECT n FROM busy), count(*) FILTER (WHERE pg_terminate_backend(s.pid))
+FROM s WHERE $2 OR (SELECT n FROM busy) > 0`, f.dbName, force).Scan(&inUse, &killed)
+		if err != nil {
+			return 0, 0, fmt.Errorf("terminate backends: %w", err)
+		}
+		if killed > 0 || force {
+			return killed, inUse, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		case <-time.After(5 * time.Millisecond): // look again for a connection in use
+		}
 	}
-	return n, nil
 }
 
 // HoldLocks takes an exclusive lock on both tables for d, so statements

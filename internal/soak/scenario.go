@@ -48,6 +48,10 @@ type Result struct {
 	Lease  time.Duration `json:"lease_ns"`
 	Outage time.Duration `json:"outage_ns,omitempty"`
 	Faults []string      `json:"faults,omitempty"`
+	// KilledInUse is how many of the connections the killed-connections
+	// fault terminated were in use (running a statement or inside a
+	// transaction).
+	KilledInUse int `json:"killed_in_use,omitempty"`
 	// ConfigErrors are errors of the run's configuration, not of the
 	// product: a fault that outlasted the lease, past which idem does not
 	// promise at most once. The at-most-once violations such a fault
@@ -79,6 +83,7 @@ type faultRun struct {
 	// outage is how long the database did not serve: from the fault's
 	// start until it accepted connections again or released its locks.
 	outage time.Duration
+	inUse  int // connections in use that the fault terminated
 }
 
 // lease returns the lease s runs with and the knob that sets it.
@@ -122,8 +127,8 @@ func faultRestart(ctx context.Context, e *env, cfg Config) (faultRun, error) {
 
 func faultKill(ctx context.Context, e *env, _ Config) (faultRun, error) {
 	start := time.Now()
-	n, err := e.faults.KillConnections(ctx)
-	return faultRun{what: fmt.Sprintf("terminated %d connections", n), outage: time.Since(start)}, err
+	n, inUse, err := e.faults.KillConnections(ctx)
+	return faultRun{what: fmt.Sprintf("terminated %d connections, %d of them in use", n, inUse), outage: time.Since(start), inUse: inUse}, err
 }
 
 func faultSlow(ctx context.Context, e *env, cfg Config) (faultRun, error) {
@@ -260,6 +265,7 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 		// database served again (and, after a restart, the services did).
 		unavailable time.Duration
 		outage      time.Duration
+		inUse       int
 		faultWG     sync.WaitGroup
 	)
 	if s.fault != nil {
@@ -270,14 +276,25 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 				select {
 				case <-markCh[m]:
 				case <-loadCtx.Done():
-					return
+					// The load ended: by the time limit (the mark may never
+					// come), or after every job, every mark reached.
+					select {
+					case <-markCh[m]:
+					default:
+						return
+					}
 				}
+				late := loadCtx.Err() != nil
 				run, err := s.fault(ctx, e, cfg)
 				if err != nil {
 					faultErr = err
 					return
 				}
+				if late {
+					run.what += " (after the load had ended)"
+				}
 				faults = append(faults, run.what)
+				inUse += run.inUse
 				outage = max(outage, run.outage)
 				down := run.outage
 				if s.name == "restart" {
@@ -336,6 +353,7 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 		Lease:       lease,
 		Outage:      outage,
 		Faults:      faults,
+		KilledInUse: inUse,
 
 		Resent:             resent,
 		ReplayedAfterLease: replayedAfter,

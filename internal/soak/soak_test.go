@@ -74,14 +74,22 @@ func TestSoakShort(t *testing.T) {
 	}, nil)
 	require.NoError(t, err)
 	require.Len(t, results, len(Scenarios()))
-	for _, r := range results {
+	for i, r := range results {
 		assert.Empty(t, r.Violations, r.Scenario)
 		assert.Empty(t, r.ConfigErrors, r.Scenario)
+		// Every fault happened, during the load.
+		assert.Len(t, r.Faults, len(scenarios()[i].marks), r.Scenario)
+		for _, f := range r.Faults {
+			assert.NotContains(t, f, "after the load", r.Scenario)
+		}
 		assert.Positive(t, r.Succeeded, r.Scenario)
 		assert.Empty(t, r.Note, r.Scenario)
 		if r.Scenario != "two-instances-bare" {
 			assert.Equal(t, 60, r.Resent, r.Scenario)
 			assert.Equal(t, r.Resent, r.ReplayedAfterLease, r.Scenario)
+		}
+		if r.Scenario == "killed-connections" {
+			assert.Positive(t, r.KilledInUse, "the fault terminated connections in use")
 		}
 		if r.Scenario == "restart" {
 			assert.Equal(t, 5*time.Second, r.Lease)
