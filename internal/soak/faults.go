@@ -38,23 +38,42 @@ func (f *Faults) Restart(ctx context.Context, pause time.Duration) error {
 	return nil
 }
 
-// KillConnections terminates every client connection to the database,
-// once some of them are in use (running a statement or inside a
-// transaction), so that the fault hits requests mid-flight and not only
-// idle pool connections. It waits up to a second for a connection in use,
-// then terminates the idle ones regardless. It returns how many it
-// terminated and how many of these were in use.
-func (f *Faults) KillConnections(ctx context.Context) (killed, inUse int, err error) {
-	deadline := time.Now().Add(time.Second)
+// KillConnections terminates every client connection to the database
+// while some are in use, so that the fault hits statements mid-flight and
+// not only idle pool connections, which a pool replaces unnoticed. To
+// find connections in use it locks both tables, as HoldLocks does, for at
+// most wait: the statements that touch them then wait (in use) instead of
+// finishing within a millisecond. It terminates every connection as soon
+// as one is in use, or when wait has passed, then releases the lock. It
+// returns how many connections it terminated and how many were in use.
+func (f *Faults) KillConnections(ctx context.Context, url string, wait time.Duration) (killed, inUse int, err error) {
+	db, err := sql.Open("postgres", url)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer db.Close()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("kill connections: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var holder int
+	if err := tx.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&holder); err != nil {
+		return 0, 0, fmt.Errorf("kill connections: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `LOCK TABLE "idempotency_records", "auth_attempts" IN ACCESS EXCLUSIVE MODE`); err != nil {
+		return 0, 0, fmt.Errorf("kill connections: %w", err)
+	}
+	deadline := time.Now().Add(wait)
 	for {
 		force := !time.Now().Before(deadline)
 		err := f.admin.QueryRowContext(ctx, `
 WITH s AS (
 	SELECT pid, state FROM pg_stat_activity
-	WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+	WHERE datname = $1 AND pid NOT IN (pg_backend_pid(), $2) AND backend_type = 'client backend'
 ), busy AS (SELECT count(*) FILTER (WHERE state <> 'idle') AS n FROM s)
 SELECT (SELECT n FROM busy), count(*) FILTER (WHERE pg_terminate_backend(s.pid))
-FROM s WHERE $2 OR (SELECT n FROM busy) > 0`, f.dbName, force).Scan(&inUse, &killed)
+FROM s WHERE $3 OR (SELECT n FROM busy) > 0`, f.dbName, holder, force).Scan(&inUse, &killed)
 		if err != nil {
 			return 0, 0, fmt.Errorf("terminate backends: %w", err)
 		}
@@ -64,7 +83,7 @@ FROM s WHERE $2 OR (SELECT n FROM busy) > 0`, f.dbName, force).Scan(&inUse, &kil
 		select {
 		case <-ctx.Done():
 			return 0, 0, ctx.Err()
-		case <-time.After(5 * time.Millisecond): // look again for a connection in use
+		case <-time.After(2 * time.Millisecond): // look again for a connection in use
 		}
 	}
 }
