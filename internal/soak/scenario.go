@@ -19,6 +19,10 @@ import (
 )
 
 // Result is one scenario's line of the summary.
+//
+// Sent, the outcome counts, P50, P99 and the throughputs cover the load
+// phase alone: the retries after it (Retried), the recovery probe and the
+// re-send after the lease count in none of them.
 type Result struct {
 	Scenario    string `json:"scenario"`
 	Sent        int    `json:"sent"`
@@ -35,8 +39,18 @@ type Result struct {
 	P50                time.Duration `json:"p50_ns"`
 	P99                time.Duration `json:"p99_ns"`
 	Throughput         float64       `json:"throughput_rps"`
-	// OrdersThroughput counts the idempotent endpoint's answers alone.
+	// OrdersThroughput is the idempotent endpoint's answers (whatever
+	// their outcome) per second of the load phase's wall time, logins
+	// interleaved. Two scenarios with the same Config send the same jobs
+	// in the same order, so two-instances against two-instances-bare
+	// compares the time the same load took with and without the
+	// middleware (the bare handler runs for both requests of a key; the
+	// middleware runs it once and answers the duplicate with a replay or
+	// a 409).
 	OrdersThroughput float64 `json:"orders_throughput_rps"`
+	// Retried is the number of requests sent after the load, to keys that
+	// had no final answer yet.
+	Retried int `json:"retried"`
 	// Recovery is, after a restart, the time from the server accepting
 	// connections to both services answering successfully (the target is
 	// RecoveryTarget). Not recovering within RequestTimeout is a violation.
@@ -321,7 +335,13 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 	timedOut := next.Load() < int64(len(jobs))
 
 	// Retry every key that got no final answer, as a client would.
-	retryUnanswered(ctx, cl, insts, keys, cfg)
+	// They count in a recorder of their own, so that the load's req/s and
+	// latencies are the load's alone.
+	retry := &client{http: cl.http, rec: NewRecorder(), orders: NewRecorder(), timeout: cfg.RequestTimeout}
+	retryUnanswered(ctx, retry, insts, keys, cfg)
+	for _, d := range retry.dirty {
+		cl.dirtyf("retry after the load: %s", d)
+	}
 
 	// At most once, for keys answered 2xx whose response might not have
 	// been stored: once a claim's lease has passed, a key whose claim was
@@ -360,6 +380,7 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 		ReplayedAfterLease: replayedAfter,
 
 		OrdersThroughput: cl.orders.Throughput(),
+		Retried:          retry.rec.Sent(),
 	}
 	var notes []string
 	if timedOut {

@@ -77,6 +77,9 @@ func TestSoakShort(t *testing.T) {
 	for i, r := range results {
 		assert.Empty(t, r.Violations, r.Scenario)
 		assert.Empty(t, r.ConfigErrors, r.Scenario)
+		// The load's recorder counts the load alone (2×60 orders, 10×7
+		// logins), not the retries after it, nor the recovery probe.
+		assert.Equal(t, 190, r.Sent, r.Scenario)
 		// Every fault happened, during the load.
 		assert.Len(t, r.Faults, len(scenarios()[i].marks), r.Scenario)
 		for _, f := range r.Faults {
