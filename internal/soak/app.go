@@ -95,6 +95,7 @@ func (in *instance) createOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Location", "/orders/"+o.Nonce) // a header the middleware replays
 	w.WriteHeader(http.StatusCreated)
 	_ = json.NewEncoder(w).Encode(o)
 }

@@ -22,10 +22,61 @@ type job struct {
 // keyState is what clients saw for one idempotency key.
 type keyState struct {
 	mu        sync.Mutex
-	answered  bool     // a 2xx or 4xx came back
-	originals int      // 201s without Idempotent-Replayed
-	bodies    []string // bodies of every 2xx
-	odd       []string // unexpected answers
+	answered  bool       // a final answer (2xx, or 4xx other than 409) came back
+	originals int        // final answers without Idempotent-Replayed
+	responses []response // every final answer, the originals and the replays
+}
+
+// response is what a replay must repeat of the original: the status, the
+// body and the headers the middleware stores (Content-Type and Location).
+type response struct {
+	replayed    bool
+	status      int
+	contentType string
+	location    string
+	body        string
+}
+
+// differs names what of r differs from the original o, or returns "".
+func (r response) differs(o response) string {
+	switch {
+	case r.status != o.status:
+		return fmt.Sprintf("status (%d, not %d)", r.status, o.status)
+	case r.contentType != o.contentType:
+		return fmt.Sprintf("Content-Type (%q, not %q)", r.contentType, o.contentType)
+	case r.location != o.location:
+		return fmt.Sprintf("Location (%q, not %q)", r.location, o.location)
+	case r.body != o.body:
+		return fmt.Sprintf("body (%.120s, not %.120s)", r.body, o.body)
+	}
+	return ""
+}
+
+// answer records a final answer for the key.
+func (st *keyState) answer(status int, header http.Header, body []byte) (replayed bool) {
+	r := response{
+		replayed:    header.Get("Idempotent-Replayed") == "true",
+		status:      status,
+		contentType: header.Get("Content-Type"),
+		location:    header.Get("Location"),
+		body:        string(body),
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.answered = true
+	st.responses = append(st.responses, r)
+	if !r.replayed {
+		st.originals++
+	}
+	return r.replayed
+}
+
+// isFinal reports whether an order's answer is final: a 2xx, or a 4xx
+// other than 409 (in flight, retry later). The suite's handler answers
+// only 201 and 503; a 4xx comes from the middleware and is stored and
+// replayed like any other final answer.
+func isFinal(status int) bool {
+	return status >= 200 && status < 300 || status >= 400 && status < 500 && status != http.StatusConflict
 }
 
 // pair is one (email, ip) the login clients fail for.
@@ -54,7 +105,8 @@ func (c *client) dirtyf(format string, args ...any) {
 }
 
 // order sends one idempotent request and returns whether it got a final
-// answer (2xx or 4xx).
+// answer (see isFinal). The clean errors are a 409 (in flight) and a 503,
+// each with a problem+json body; anything else is a violation.
 func (c *client) order(ctx context.Context, base, key string, st *keyState) bool {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/orders", strings.NewReader(`{"item":"soak","qty":1}`))
 	req.Header.Set("Content-Type", "application/json")
@@ -67,16 +119,8 @@ func (c *client) order(ctx context.Context, base, key string, st *keyState) bool
 		return false
 	}
 	switch {
-	case status == http.StatusCreated:
-		replayed := header.Get("Idempotent-Replayed") == "true"
-		st.mu.Lock()
-		st.answered = true
-		st.bodies = append(st.bodies, string(body))
-		if !replayed {
-			st.originals++
-		}
-		st.mu.Unlock()
-		if replayed {
+	case isFinal(status):
+		if st.answer(status, header, body) {
 			c.rec.Add(Replayed, took)
 		} else {
 			c.rec.Add(Succeeded, took)
@@ -84,22 +128,19 @@ func (c *client) order(ctx context.Context, base, key string, st *keyState) bool
 		return true
 	case status == http.StatusConflict && isProblem(header):
 		c.rec.Add(Conflicted, took)
-	case status >= 500 && isProblem(header):
+	case status == http.StatusServiceUnavailable && isProblem(header):
 		c.rec.Add(FailedClean, took)
 	default:
 		c.rec.Add(FailedDirty, took)
 		c.dirtyf("order %s: unexpected %d %s: %.200s", key, status, header.Get("Content-Type"), body)
-		st.mu.Lock()
-		st.odd = append(st.odd, fmt.Sprint(status))
-		st.mu.Unlock()
 	}
 	return false
 }
 
 // resend sends key once more after every lease has passed and reports
-// whether it came back as a replay, or else what came back. A 201 body is
-// kept with the others, and an original counted, for checkInvariants to
-// compare; it is not counted in the load's recorders.
+// whether it came back as a replay, or else what came back. A final answer
+// is kept with the others, and an original counted, for checkInvariants
+// to compare; it is not counted in the load's recorders.
 func (c *client) resend(ctx context.Context, base, key string, st *keyState) (bool, string) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/orders", strings.NewReader(`{"item":"soak","qty":1}`))
 	req.Header.Set("Content-Type", "application/json")
@@ -108,17 +149,10 @@ func (c *client) resend(ctx context.Context, base, key string, st *keyState) (bo
 	if err != nil {
 		return false, fmt.Sprintf("no answer within %s: %v", c.timeout, err)
 	}
-	if status != http.StatusCreated {
+	if !isFinal(status) {
 		return false, fmt.Sprintf("%d %.120s", status, body)
 	}
-	replayed := header.Get("Idempotent-Replayed") == "true"
-	st.mu.Lock()
-	st.bodies = append(st.bodies, string(body))
-	if !replayed {
-		st.originals++
-	}
-	st.mu.Unlock()
-	if !replayed {
+	if !st.answer(status, header, body) {
 		return false, ranAgain
 	}
 	return true, ""
@@ -126,9 +160,11 @@ func (c *client) resend(ctx context.Context, base, key string, st *keyState) (bo
 
 // ranAgain is what [client.resend] reports when the handler ran again;
 // checkInvariants reports the key from its side effects.
-const ranAgain = "201 without Idempotent-Replayed: the handler ran again"
+const ranAgain = "a final answer without Idempotent-Replayed: the handler ran again"
 
-// login sends one failed login for p.
+// login sends one failed login for p and returns whether it got an
+// answer: a 401 saying the failure was recorded, or a clean 429 (locked).
+// The other clean error is a 503 with a problem+json body.
 func (c *client) login(ctx context.Context, base string, p *pair) bool {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/login",
 		strings.NewReader(url.Values{"email": {p.email}, "password": {"wrong"}}.Encode()))
@@ -156,11 +192,11 @@ func (c *client) login(ctx context.Context, base string, p *pair) bool {
 	case status == http.StatusTooManyRequests && isProblem(header):
 		c.rec.Add(Conflicted, took)
 		return true
-	case status >= 500 && isProblem(header):
+	case status == http.StatusServiceUnavailable && isProblem(header):
 		c.rec.Add(FailedClean, took)
 	default:
 		c.rec.Add(FailedDirty, took)
-		c.dirtyf("login %s: unexpected %d: %.200s", p.email, status, body)
+		c.dirtyf("login %s: unexpected %d %s: %.200s", p.email, status, header.Get("Content-Type"), body)
 	}
 	return false
 }

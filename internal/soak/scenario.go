@@ -584,16 +584,29 @@ func checkInvariants(ctx context.Context, e *env, keys map[string]*keyState, pai
 			continue
 		}
 		if len(nonces) == 0 {
-			violate("key %s: a client got 2xx but the side effect is missing", k)
+			violate("key %s: a client got a final answer but the side effect is missing", k)
 			continue
 		}
 		if st.originals > 1 {
 			violate("key %s: %d clients got the original (non-replayed) response", k, st.originals)
 		}
-		for _, b := range st.bodies {
-			var o order
-			if json.Unmarshal([]byte(b), &o) != nil || o.Nonce != nonces[0] {
-				violate("key %s: a response differs from the original: %.120s", k, b)
+		ref := st.responses[0]
+		for _, r := range st.responses {
+			if !r.replayed {
+				ref = r
+				break
+			}
+		}
+		for _, r := range st.responses {
+			if r.status == http.StatusCreated {
+				var o order
+				if json.Unmarshal([]byte(r.body), &o) != nil || o.Nonce != nonces[0] {
+					violate("key %s: a response differs from the side effect: %.120s", k, r.body)
+					continue
+				}
+			}
+			if d := r.differs(ref); d != "" {
+				violate("key %s: a response differs from the original in its %s", k, d)
 			}
 		}
 	}

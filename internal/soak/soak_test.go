@@ -2,6 +2,7 @@ package soak
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -23,17 +24,24 @@ func TestInvariantsCatchViolations(t *testing.T) {
 	url := pgtest.URL(t)
 	db := pgtest.Open(t, url)
 	_, err := db.ExecContext(ctx, effectsDDL+`;
-		INSERT INTO soak_effects ("key", "instance", "nonce") VALUES ('twice', 'i0', 'n1'), ('twice', 'i1', 'n2'), ('replayed', 'i0', 'n3'), ('fine', 'i0', 'n4');
+		INSERT INTO soak_effects ("key", "instance", "nonce") VALUES ('twice', 'i0', 'n1'), ('twice', 'i1', 'n2'), ('replayed', 'i0', 'n3'), ('fine', 'i0', 'n4'), ('headers', 'i0', 'n5');
 		INSERT INTO idempotency_records (id, key, route, "requestHash", "responseStatus", "responseBodyJson", "expiresAt")
 			VALUES ('r1', 'k', 'POST /orders', 'h', 500, '{}', now() + interval '1 hour');
 		INSERT INTO auth_attempts (id, email, ip, "failuresCount", "updatedAt") VALUES ('a1', 'u@example.com', '192.0.2.1', 3, now())`)
 	require.NoError(t, err)
+	created := func(key, nonce string, replayed bool) response {
+		return response{replayed: replayed, status: 201, contentType: "application/json", location: "/orders/" + nonce,
+			body: `{"key":"` + key + `","nonce":"` + nonce + `"}`}
+	}
+	otherType := created("headers", "n5", true)
+	otherType.contentType = "text/plain"
 	keys := map[string]*keyState{
-		"twice":      {answered: true, originals: 1, bodies: []string{`{"key":"twice","nonce":"n1"}`}},
-		"missing":    {answered: true, originals: 1, bodies: []string{`{"key":"missing","nonce":"x"}`}},
-		"replayed":   {answered: true, originals: 1, bodies: []string{`{"key":"replayed","nonce":"n3"}`, `{"key":"replayed","nonce":"other"}`}},
+		"twice":      {answered: true, originals: 1, responses: []response{created("twice", "n1", false)}},
+		"missing":    {answered: true, originals: 1, responses: []response{created("missing", "x", false)}},
+		"replayed":   {answered: true, originals: 1, responses: []response{created("replayed", "n3", false), created("replayed", "other", true)}},
 		"unanswered": {},
-		"fine":       {answered: true, originals: 1, bodies: []string{`{"key":"fine","nonce":"n4"}`}},
+		"fine":       {answered: true, originals: 1, responses: []response{created("fine", "n4", false), created("fine", "n4", true)}},
+		"headers":    {answered: true, originals: 1, responses: []response{created("headers", "n5", false), otherType}},
 	}
 	pairs := []*pair{{email: "u@example.com", ip: "192.0.2.1", recorded: 5}}
 	v, once, err := checkInvariants(ctx, &env{url: url}, keys, pairs)
@@ -43,8 +51,9 @@ func TestInvariantsCatchViolations(t *testing.T) {
 	assert.Equal(t, []string{"key twice: the handler ran 2 times"}, once)
 	all := strings.Join(v, "\n")
 	for _, want := range []string{
-		"key missing: a client got 2xx but the side effect is missing",
-		"key replayed: a response differs from the original",
+		"key missing: a client got a final answer but the side effect is missing",
+		"key replayed: a response differs from the side effect",
+		`key headers: a response differs from the original in its Content-Type ("text/plain", not "application/json")`,
 		"key unanswered: no success after the fault",
 		"1 stored records have a 5xx status",
 		"failuresCount is 3, clients were told 5 failures were recorded",
@@ -86,9 +95,10 @@ func TestSoakShort(t *testing.T) {
 			assert.NotContains(t, f, "after the load", r.Scenario)
 		}
 		assert.Positive(t, r.Succeeded, r.Scenario)
-		assert.Empty(t, r.Note, r.Scenario)
+		assert.NotContains(t, r.Note, "time limit", r.Scenario)
 		if r.Scenario != "two-instances-bare" {
-			assert.Equal(t, 60, r.Resent, r.Scenario)
+			// Every key, re-sent once its claims' leases had passed, came
+			// back as a replay.
 			assert.Equal(t, r.Resent, r.ReplayedAfterLease, r.Scenario)
 		}
 		if r.Scenario == "killed-connections" {
@@ -155,4 +165,43 @@ func TestMeasureRecoveryReportsDirtyAnswers(t *testing.T) {
 	cl = &client{http: srv.Client(), rec: NewRecorder(), orders: NewRecorder(), timeout: time.Minute}
 	_, ok = measureRecovery(ctx, cl, srv.URL, Config{RequestTimeout: time.Minute})
 	assert.False(t, ok, "a cancelled run stops probing")
+}
+
+// Only a 503 (and a 409 in flight) with a problem+json body is a clean
+// error of the idempotent endpoint; a final 4xx is an answer.
+func TestClientClassifiesOrderAnswers(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		status   int
+		problem  bool
+		answered bool
+		outcome  Outcome
+	}{
+		{"created", http.StatusCreated, false, true, Succeeded},
+		{"final 4xx", http.StatusUnprocessableEntity, true, true, Succeeded},
+		{"in flight", http.StatusConflict, true, false, Conflicted},
+		{"unavailable", http.StatusServiceUnavailable, true, false, FailedClean},
+		{"500 problem", http.StatusInternalServerError, true, false, FailedDirty},
+		{"503 without problem+json", http.StatusServiceUnavailable, false, false, FailedDirty},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.problem {
+					w.Header().Set("Content-Type", "application/problem+json")
+				} else {
+					w.Header().Set("Content-Type", "text/plain")
+				}
+				w.WriteHeader(tc.status)
+				_, _ = io.WriteString(w, "{}")
+			}))
+			defer srv.Close()
+			cl := &client{http: srv.Client(), rec: NewRecorder(), orders: NewRecorder(), timeout: time.Second}
+			st := &keyState{}
+			assert.Equal(t, tc.answered, cl.order(context.Background(), srv.URL, "k", st))
+			assert.Equal(t, tc.answered, st.answered)
+			assert.Equal(t, 1, cl.rec.Count(tc.outcome))
+			assert.Equal(t, tc.outcome == FailedDirty, len(cl.dirty) == 1, cl.dirty)
+		})
+	}
 }

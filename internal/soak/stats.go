@@ -11,10 +11,10 @@ type Outcome int
 
 // Outcomes, as counted in the summary.
 const (
-	Succeeded   Outcome = iota // 2xx or 4xx answered by the handler
+	Succeeded   Outcome = iota // a final answer: 2xx, or 4xx other than 409 and 429; a login's recorded 401
 	Replayed                   // a stored response, Idempotent-Replayed: true
-	Conflicted                 // 409 (in flight) or 429 (locked)
-	FailedClean                // 503 or another 5xx with a problem+json body
+	Conflicted                 // 409 (in flight) or 429 (locked), with a problem+json body
+	FailedClean                // 503 with a problem+json body
 	FailedDirty                // anything else: a transport error, a hang, a body that is not problem+json
 )
 
