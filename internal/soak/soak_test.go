@@ -205,3 +205,17 @@ func TestClientClassifiesOrderAnswers(t *testing.T) {
 		})
 	}
 }
+
+// Percentiles are by the nearest rank, rounded up: of 60 latencies the
+// 99th percentile is the slowest, not the second slowest.
+func TestPercentileNearestRank(t *testing.T) {
+	t.Parallel()
+	r := NewRecorder()
+	for i := 60; i >= 1; i-- {
+		r.Add(Succeeded, time.Duration(i)*time.Millisecond)
+	}
+	assert.Equal(t, 60*time.Millisecond, r.Percentile(99))
+	assert.Equal(t, 30*time.Millisecond, r.Percentile(50))
+	assert.Equal(t, 60*time.Millisecond, r.Percentile(100))
+	assert.Equal(t, time.Millisecond, r.Percentile(1))
+}

@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -59,7 +60,9 @@ func (r *Recorder) Sent() int {
 	return len(r.latencies)
 }
 
-// Percentile returns the p-th percentile latency (0 < p ≤ 100).
+// Percentile returns the p-th percentile latency (0 < p ≤ 100), by the
+// nearest rank: the smallest latency that at least p% of the requests
+// did not exceed.
 func (r *Recorder) Percentile(p float64) time.Duration {
 	r.mu.Lock()
 	l := slices.Clone(r.latencies)
@@ -68,7 +71,7 @@ func (r *Recorder) Percentile(p float64) time.Duration {
 		return 0
 	}
 	slices.Sort(l)
-	i := int(float64(len(l))*p/100+0.5) - 1
+	i := int(math.Ceil(float64(len(l))*p/100)) - 1
 	return l[min(max(i, 0), len(l)-1)]
 }
 
