@@ -452,7 +452,7 @@ func measureRecovery(ctx context.Context, cl *client, base string, cfg Config) (
 }
 
 // retryUnanswered resends each key without a final answer until it gets
-// one or the lease of any claim left behind has long passed.
+// one, the lease of any claim left behind has long passed, or ctx is done.
 func retryUnanswered(ctx context.Context, cl *client, insts []*instance, keys map[string]*keyState, cfg Config) {
 	deadline := time.Now().Add(cfg.Lease + cfg.RequestTimeout)
 	var wg sync.WaitGroup
@@ -461,7 +461,7 @@ func retryUnanswered(ctx context.Context, cl *client, insts []*instance, keys ma
 		st.mu.Lock()
 		answered := st.answered
 		st.mu.Unlock()
-		if answered {
+		if answered || ctx.Err() != nil {
 			continue
 		}
 		wg.Add(1)
@@ -473,7 +473,11 @@ func retryUnanswered(ctx context.Context, cl *client, insts []*instance, keys ma
 				if cl.order(ctx, insts[i%len(insts)].server.URL, k, st) {
 					return
 				}
-				time.Sleep(100 * time.Millisecond) // client back-off, as Retry-After asks
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(100 * time.Millisecond): // client back-off, as Retry-After asks
+				}
 			}
 		}()
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/klozd/api/internal/pgtest"
+	"github.com/klozd/api/internal/problem"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -218,4 +219,21 @@ func TestPercentileNearestRank(t *testing.T) {
 	assert.Equal(t, 30*time.Millisecond, r.Percentile(50))
 	assert.Equal(t, 60*time.Millisecond, r.Percentile(100))
 	assert.Equal(t, time.Millisecond, r.Percentile(1))
+}
+
+// Cancelling the run (Ctrl-C) stops the retries after the load, which
+// otherwise last a lease and a request timeout.
+func TestRetryUnansweredStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cancel() // Ctrl-C while the retries run
+		problem.Write(w, http.StatusServiceUnavailable, "Not now.", time.Second)
+	}))
+	defer srv.Close()
+	cfg := Config{Lease: time.Hour, RequestTimeout: time.Hour}
+	cl := &client{http: srv.Client(), rec: NewRecorder(), orders: NewRecorder(), timeout: cfg.RequestTimeout}
+	keys := map[string]*keyState{"a": {}, "b": {}}
+	retryUnanswered(ctx, cl, []*instance{{server: srv}}, keys, cfg)
+	assert.False(t, keys["a"].answered || keys["b"].answered)
 }
