@@ -30,8 +30,8 @@ func main() {
 	flag.IntVar(&cfg.Orders, "orders", 0, "idempotency keys per scenario, each sent twice at once (default 300)")
 	flag.IntVar(&cfg.LoginPairs, "login-pairs", 0, "(email, ip) pairs per scenario (default 30)")
 	flag.IntVar(&cfg.LoginsPerPair, "logins-per-pair", 0, "failed logins per pair (default 8)")
-	flag.IntVar(&cfg.Concurrency, "concurrency", 0, "client goroutines (default 32)")
-	flag.IntVar(&cfg.PoolSize, "pool", 0, "connections per instance (default 8)")
+	flag.IntVar(&cfg.Concurrency, "concurrency", 0, "client goroutines (default 32; pool-exhaustion always uses 64)")
+	flag.IntVar(&cfg.PoolSize, "pool", 0, "connections per instance (default 8; pool-exhaustion always uses 2)")
 	flag.DurationVar(&cfg.TimeLimit, "time-limit", 0, "time limit of each scenario's load (default 60s)")
 	flag.DurationVar(&cfg.StatementTimeout, "statement-timeout", 0, "services' statement_timeout (default 2s)")
 	flag.DurationVar(&cfg.LockTimeout, "lock-timeout", 0, "services' lock_timeout (default 1s)")
@@ -50,14 +50,15 @@ func main() {
 	}
 	start := time.Now()
 	results, err := soak.Run(ctx, cfg, names)
-	if asJSON {
+	switch {
+	case asJSON:
 		_ = json.NewEncoder(os.Stdout).Encode(results)
-	} else {
+	case len(results) > 0:
 		soak.PrintSummary(os.Stdout, results)
 		fmt.Printf("total %s\n", time.Since(start).Round(time.Millisecond))
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "soak: %v\n", err)
+		fmt.Fprintln(os.Stderr, err) // Run's errors say "soak:" already
 		os.Exit(2)
 	}
 	code := 0

@@ -1,21 +1,30 @@
 // Package soak drives the real idempotency middleware and the real lockout
 // service over HTTP on loopback, against a throwaway PostgreSQL it controls,
 // while it injects faults: a restart, killed connections, a slow database,
-// an exhausted pool, and two instances sharing one database. Each scenario
+// an exhausted pool, and two instances sharing one database (beside the
+// same two instances without the middleware, the baseline of the
+// throughput comparison). Each scenario
 // is bounded in requests and time and stops by itself; afterwards it checks
 // invariants from the database and from what the clients saw:
 //
 //   - every idempotency key's handler side effect happened at most once, and
 //     exactly once for every key whose client got a 2xx or 4xx (the side
 //     effects are rows of the suite's own table, soak_effects);
-//   - no client got a replay that differs from the original response, and
-//     no stored record has a 5xx status;
+//   - no client got a replay that differs from the original response
+//     (status, body, Content-Type, Location), and no stored record has a
+//     5xx status;
 //   - after the fault, keys whose first attempt failed can be retried and
 //     succeed;
 //   - lockout: each pair's failuresCount equals the failures clients were
 //     told were recorded, and every pair with enough failures is locked;
+//   - after a restart, both services answer successfully again within
+//     the request timeout;
 //   - every error a client saw is a clean 503, 409 or 429 with a
 //     problem+json body, never a hang past the request timeout.
+//
+// At most once holds only while a fault's outage is shorter than the
+// idempotency lease (see [Config.Lease]); a fault that outlasts it is
+// reported as an error of the run's configuration, not as violations.
 //
 // "make soak" runs it through cmd/soak and prints the summary table.
 package soak

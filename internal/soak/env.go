@@ -59,10 +59,10 @@ func (e *env) prepare(ctx context.Context) error {
 		return err
 	}
 	if _, err := migration.Apply(ctx, db, dir, migration.ApplyOptions{}); err != nil {
-		return fmt.Errorf("soak: migrate: %w", err)
+		return fmt.Errorf("migrate: %w", err)
 	}
 	if _, err := db.ExecContext(ctx, effectsDDL); err != nil {
-		return fmt.Errorf("soak: create soak_effects: %w", err)
+		return fmt.Errorf("create soak_effects: %w", err)
 	}
 	return nil
 }

@@ -21,7 +21,7 @@ type Faults struct {
 // server accepts connections again.
 func (f *Faults) Restart(ctx context.Context, pause time.Duration) error {
 	if err := f.cluster.Shutdown(); err != nil {
-		return fmt.Errorf("restart: %w", err)
+		return fmt.Errorf("restart the server: %w", err)
 	}
 	if pause > 0 {
 		select {
@@ -30,7 +30,7 @@ func (f *Faults) Restart(ctx context.Context, pause time.Duration) error {
 		}
 	}
 	if err := f.cluster.Restart(ctx); err != nil {
-		return fmt.Errorf("restart: %w", err)
+		return fmt.Errorf("restart the server: %w", err)
 	}
 	// The admin pool's connections died with the server.
 	f.admin.SetMaxIdleConns(0)

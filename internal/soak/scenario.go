@@ -167,25 +167,29 @@ func Run(ctx context.Context, cfg Config, names []string) ([]Result, error) {
 		return nil, fmt.Errorf("soak: no scenario among %v; choose from %v", names, Scenarios())
 	}
 	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{"max_connections": "200"}})
+	if errors.Is(err, pgcluster.ErrNoBinaries) {
+		return nil, errors.New("soak: no PostgreSQL server binaries (initdb, postgres) on PATH, in $PG_BINDIR or in /usr/lib/postgresql/*/bin: " +
+			"the suite starts and restarts a server of its own, so install them (Debian: apt-get install postgresql)")
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("soak: start PostgreSQL: %w", err)
 	}
 	defer cluster.Stop()
 	admin, err := database.Open(cluster.URL("postgres"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("soak: %w", err)
 	}
 	defer admin.Close()
 	dev, err := devdb.Connect(ctx, cluster.URL("postgres"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("soak: %w", err)
 	}
 	defer dev.Close()
 	var results []Result
 	for _, s := range todo {
 		e, err := newEnv(ctx, cluster, admin, dev)
 		if err != nil {
-			return results, err
+			return results, fmt.Errorf("soak: %s: %w", s.name, err)
 		}
 		r, err := runScenario(ctx, e, cfg, s)
 		e.drop()
