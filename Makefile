@@ -59,7 +59,7 @@ bench: ## run the benchmarks (service vs hand-written SQL baselines)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
 
 .PHONY: soak
-soak: ## fault-and-load suite: restart, killed connections, slow database, pool exhaustion, two instances
+soak: ## fault-and-load suite: restart, killed connections, slow database, pool exhaustion, two instances (plus a baseline without the middleware)
 	$(GO) run ./cmd/soak $(SOAKFLAGS)
 
 .PHONY: lint

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 
@@ -31,6 +32,9 @@ func Connect(ctx context.Context, rawURL string) (*Server, error) {
 	s := &Server{}
 	if rawURL == "" {
 		c, err := pgcluster.Start(ctx, pgcluster.Options{})
+		if errors.Is(err, pgcluster.ErrNoBinaries) {
+			return nil, fmt.Errorf("%w, or name a server for scratch databases with --dev-url (DEV_DATABASE_URL)", err)
+		}
 		if err != nil {
 			return nil, err
 		}

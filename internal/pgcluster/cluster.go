@@ -36,7 +36,7 @@ import (
 
 // ErrNoBinaries is returned by [Start] when no PostgreSQL server binaries
 // can be found.
-var ErrNoBinaries = errors.New("pgcluster: no PostgreSQL server binaries (initdb, postgres) found on PATH or in /usr/lib/postgresql/*/bin: install them (Debian: apt-get install postgresql) or set TEST_DATABASE_URL to a server")
+var ErrNoBinaries = errors.New("pgcluster: no PostgreSQL server binaries (initdb, postgres)")
 
 // Options configure [Start]. The zero value is ready to use.
 type Options struct {
@@ -326,7 +326,7 @@ func findBinDir(dir string) (string, error) {
 	}
 	if dir != "" {
 		if _, err := os.Stat(filepath.Join(dir, "initdb")); err != nil {
-			return "", fmt.Errorf("pgcluster: no initdb in %s (PG_BINDIR or Options.BinDir): install the PostgreSQL server (Debian: apt-get install postgresql) or set TEST_DATABASE_URL", dir)
+			return "", fmt.Errorf("%w in %s (PG_BINDIR or Options.BinDir): install them (Debian: apt-get install postgresql)", ErrNoBinaries, dir)
 		}
 		return dir, nil
 	}
@@ -346,7 +346,7 @@ func findBinDir(dir string) (string, error) {
 		}
 	}
 	if best == "" {
-		return "", ErrNoBinaries
+		return "", fmt.Errorf("%w on PATH or in /usr/lib/postgresql/*/bin: install them (Debian: apt-get install postgresql)", ErrNoBinaries)
 	}
 	return best, nil
 }

@@ -23,6 +23,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -71,7 +72,11 @@ func Start(t testing.TB) *Server {
 	t.Helper()
 	once.Do(func() { server, initErr = start() })
 	if initErr != nil {
-		t.Fatalf("pgtest: no PostgreSQL for tests: %v", initErr)
+		hint := ""
+		if errors.Is(initErr, pgcluster.ErrNoBinaries) {
+			hint = ", or set TEST_DATABASE_URL to a server (a role with CREATEDB and CREATEROLE)"
+		}
+		t.Fatalf("pgtest: no PostgreSQL for tests: %v%s", initErr, hint)
 	}
 	return server
 }
