@@ -1250,3 +1250,38 @@ func TestMiddlewareRenewsLeaseCountedFromTheClaim(t *testing.T) {
 	}
 	assert.Greater(t, time.Until(c.leaseDeadline()), left, "the lease runs a full lease ahead again")
 }
+
+// A handler that panics after its lease was lost and its key re-claimed
+// still has its claim counted as released: the release meets the new
+// claim's fence, which is no error.
+func TestMiddlewarePanicAfterLostLeaseReleases(t *testing.T) {
+	t.Parallel()
+	s := NewStore(bounded(t, pgtest.URL(t), 2), StoreConfig{Lease: 300 * time.Millisecond})
+	entered := make(chan struct{})
+	var events []Event
+	var errorsLogged atomic.Int64
+	h := serve(Config{Store: s, OnEvent: func(e Event) { events = append(events, e) },
+		Logger: slog.New(onMessage{"not released", func() { errorsLogged.Add(1) }})},
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-r.Context().Done()
+			panic("handler failed")
+		}))
+	done := make(chan any)
+	go func() {
+		defer func() { done <- recover() }()
+		post(h, "k", "{}")
+	}()
+	<-entered
+	_, err := s.db.Exec(`UPDATE idempotency_records SET "id" = 'another-claim', "expiresAt" = "expiresAt" + interval '1 hour'`)
+	require.NoError(t, err)
+	assert.Equal(t, "handler failed", <-done, "the panic goes on up")
+	if assert.Len(t, events, 1) {
+		assert.Equal(t, EventReleased, events[0].Kind)
+		assert.Equal(t, "panic", events[0].Reason)
+	}
+	assert.Zero(t, errorsLogged.Load(), "no false \"claim not released\" error")
+	var id string
+	require.NoError(t, s.db.QueryRow(`SELECT "id" FROM idempotency_records`).Scan(&id))
+	assert.Equal(t, "another-claim", id, "the new claim is untouched")
+}

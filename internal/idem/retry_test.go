@@ -80,3 +80,21 @@ func TestRetry(t *testing.T) {
 	assert.True(t, saw)
 	assert.Equal(t, 1, n, "no attempt starts after the deadline")
 }
+
+// A statement cancelled because its caller gave up may fail like a
+// statement timeout (57014); once the context is done, retry neither
+// retries nor reports it.
+func TestRetryStopsWhenTheCallerGaveUp(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	attempts, reported := 0, 0
+	saw, err := retry(ctx, time.Now().Add(time.Minute), func(context.Context) error {
+		attempts++
+		return &pq.Error{Code: "57014"}
+	}, func(error) { reported++ })
+	assert.True(t, saw)
+	assert.Error(t, err)
+	assert.Equal(t, 1, attempts)
+	assert.Zero(t, reported, "nothing is logged as a transient failure")
+}
