@@ -196,15 +196,25 @@ func (s *Service) exec(ctx context.Context, query string, args ...any) (sql.Resu
 	if !serializationFailure(err) {
 		return res, err
 	}
+	err = s.readCommitted(ctx, func(tx *sql.Tx) error {
+		res, err = tx.ExecContext(ctx, query, args...)
+		return err
+	})
+	return res, err
+}
+
+// readCommitted runs f in a READ COMMITTED transaction and commits it
+// when f succeeds.
+func (s *Service) readCommitted(ctx context.Context, f func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, readCommitted)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	if res, err = tx.ExecContext(ctx, query, args...); err != nil {
-		return nil, err
+	if err := f(tx); err != nil {
+		return err
 	}
-	return res, tx.Commit()
+	return tx.Commit()
 }
 
 // failureReadCommitted runs the known-IP upsert again in a READ COMMITTED
@@ -215,15 +225,9 @@ func (s *Service) failureReadCommitted(ctx context.Context, args []any, r *failu
 	if err != nil {
 		return err
 	}
-	tx, err := s.db.BeginTx(ctx, readCommitted)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback() }()
-	if err := tx.StmtContext(ctx, st).QueryRowContext(ctx, args...).Scan(r.dest()...); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return s.readCommitted(ctx, func(tx *sql.Tx) error {
+		return tx.StmtContext(ctx, st).QueryRowContext(ctx, args...).Scan(r.dest()...)
+	})
 }
 
 // failureNullIP records a failure without an IP. The unique index does not
@@ -239,23 +243,17 @@ func (s *Service) failureNullIP(ctx context.Context, email string, now, cut time
 	if err != nil {
 		return err
 	}
-	tx, err := s.db.BeginTx(ctx, readCommitted)
-	if err != nil {
+	return s.readCommitted(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.q.lockEmail, email); err != nil {
+			return err
+		}
+		err := tx.StmtContext(ctx, upd).QueryRowContext(ctx, email, now, cut).Scan(r.dest()...)
+		if errors.Is(err, sql.ErrNoRows) {
+			args := [...]any{schema.NewID(), email, now, cut}
+			err = tx.StmtContext(ctx, ins).QueryRowContext(ctx, args[:s.q.failNullInsArgs]...).Scan(r.dest()...)
+		}
 		return err
-	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, s.q.lockEmail, email); err != nil {
-		return err
-	}
-	err = tx.StmtContext(ctx, upd).QueryRowContext(ctx, email, now, cut).Scan(r.dest()...)
-	if errors.Is(err, sql.ErrNoRows) {
-		args := [...]any{schema.NewID(), email, now, cut}
-		err = tx.StmtContext(ctx, ins).QueryRowContext(ctx, args[:s.q.failNullInsArgs]...).Scan(r.dest()...)
-	}
-	if err != nil {
-		return err
-	}
-	return tx.Commit()
+	})
 }
 
 type failureRow struct {
