@@ -61,8 +61,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	report, err := migration.Apply(ctx, db, dir, migration.ApplyOptions{})
 	_ = db.Close()
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
-		return exitFail
+		return failErr(stderr, name, err)
 	}
 	res := devResult{URL: url, Applied: []string{}}
 	for _, f := range report.Applied {

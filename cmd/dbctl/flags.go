@@ -138,6 +138,13 @@ func usageErr(stderr io.Writer, name string, err error) int {
 	return exitUsage
 }
 
+// failErr prints err on one line after the command's name and returns
+// exitFail, for a command that could not do its work.
+func failErr(stderr io.Writer, name string, err error) int {
+	fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
+	return exitFail
+}
+
 // oneLine collapses runs of white space, newlines included, to one space.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")

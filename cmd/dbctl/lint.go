@@ -52,8 +52,7 @@ func runMigrateLint(ctx context.Context, args []string, stdout, stderr io.Writer
 		return usageErr(stderr, name, err)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
-		return exitFail
+		return failErr(stderr, name, err)
 	}
 	if *asJSON {
 		writeJSON(stdout, report)

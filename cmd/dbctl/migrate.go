@@ -39,7 +39,8 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 }
 
 func runMigrateNew(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("dbctl migrate new",
+	const name = "dbctl migrate new"
+	fs := newFlags(name,
 		"Diffs the ent schema (ent/schema) against the state the migration directory builds, on a dev\n"+
 			"database, and writes the difference as the next migration file and updates atlas.sum.\n"+
 			"With no change it writes nothing and says so. Give the flags, then NAME, the file's\n"+
@@ -52,41 +53,38 @@ func runMigrateNew(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return code
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "dbctl migrate new: give exactly one NAME, such as add_user_index (see dbctl migrate new -h)")
+		fmt.Fprintln(stderr, name+": give exactly one NAME, such as add_user_index (see dbctl migrate new -h)")
 		return exitUsage
 	}
 	dir, err := openDir(*dirPath)
 	if err != nil {
-		fmt.Fprintf(stderr, "dbctl migrate new: %v\n", err)
-		return exitUsage
+		return usageErr(stderr, name, err)
 	}
 	dev, err := devServer(ctx, *devURL)
 	if err != nil {
-		fmt.Fprintf(stderr, "dbctl migrate new: %v\n", err)
-		return exitUsage
+		return usageErr(stderr, name, err)
 	}
 	defer dev.Close()
 	scratch, drop, err := dev.Create(ctx, "dbctl_dev")
 	if err != nil {
-		fmt.Fprintf(stderr, "dbctl migrate new: %v\n", err)
-		return exitUsage
+		return usageErr(stderr, name, err)
 	}
 	defer drop()
-	name, err := migration.Generate(ctx, dir, migration.GenerateOptions{Name: fs.Arg(0), Version: *version, DevURL: scratch})
+	file, err := migration.Generate(ctx, dir, migration.GenerateOptions{Name: fs.Arg(0), Version: *version, DevURL: scratch})
 	switch {
 	case errors.Is(err, migration.ErrNoChanges):
 		fmt.Fprintln(stdout, "no schema changes: the migration directory already matches the ent schema; nothing written")
 		return exitOK
 	case err != nil:
-		fmt.Fprintf(stderr, "dbctl migrate new: %v\n", err)
-		return exitFail
+		return failErr(stderr, name, err)
 	}
-	fmt.Fprintf(stdout, "wrote %s/%s and updated atlas.sum\n", *dirPath, name)
+	fmt.Fprintf(stdout, "wrote %s/%s and updated atlas.sum\n", *dirPath, file)
 	return exitOK
 }
 
 func runMigrateHash(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("dbctl migrate hash", "Rewrites atlas.sum from the migration files (atlas migrate hash).",
+	const name = "dbctl migrate hash"
+	fs := newFlags(name, "Rewrites atlas.sum from the migration files (atlas migrate hash).",
 		"dbctl migrate hash", stderr)
 	dirPath := dirFlag(fs)
 	if code, ok := parse(fs, args, stderr); !ok {
@@ -97,15 +95,15 @@ func runMigrateHash(_ context.Context, args []string, stdout, stderr io.Writer) 
 		err = migration.Hash(dir)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "dbctl migrate hash: %v\n", err)
-		return exitUsage
+		return usageErr(stderr, name, err)
 	}
 	fmt.Fprintf(stdout, "wrote %s/atlas.sum\n", *dirPath)
 	return exitOK
 }
 
 func runMigrateValidate(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("dbctl migrate validate", "Checks atlas.sum against the migration files (atlas migrate validate).",
+	const name = "dbctl migrate validate"
+	fs := newFlags(name, "Checks atlas.sum against the migration files (atlas migrate validate).",
 		"dbctl migrate validate", stderr)
 	dirPath := dirFlag(fs)
 	if code, ok := parse(fs, args, stderr); !ok {
@@ -113,12 +111,10 @@ func runMigrateValidate(_ context.Context, args []string, stdout, stderr io.Writ
 	}
 	dir, err := openDir(*dirPath)
 	if err != nil {
-		fmt.Fprintf(stderr, "dbctl migrate validate: %v\n", err)
-		return exitUsage
+		return usageErr(stderr, name, err)
 	}
 	if err := migration.Validate(dir); err != nil {
-		fmt.Fprintf(stderr, "dbctl migrate validate: %v\n", err)
-		return exitFail
+		return failErr(stderr, name, err)
 	}
 	fmt.Fprintln(stdout, "atlas.sum matches the migration files")
 	return exitOK

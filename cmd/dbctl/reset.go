@@ -127,8 +127,7 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
-		return exitFail
+		return failErr(stderr, name, err)
 	}
 	if !*asJSON {
 		fmt.Fprintln(stdout, "Database reset: all migrations applied")

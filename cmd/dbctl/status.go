@@ -45,8 +45,7 @@ func runMigrateStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 	defer db.Close()
 	st, err := migration.ReadStatus(ctx, db, dir, revSchema)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
-		return exitFail
+		return failErr(stderr, name, err)
 	}
 	res := statusResult{Status: st, State: st.State(), RevisionsSchema: revSchema}
 	code := map[string]int{

@@ -123,7 +123,8 @@ func (s *Service) operatorIP(op, ip string) (string, error) {
 		if addr.Is6() {
 			bits = min(s.policy.IPv6Prefix, 128)
 		}
-		if want := p.Bits() - (p.Addr().BitLen() - addr.BitLen()); want != bits {
+		// An IPv4-mapped prefix counts its bits past the 96 mapping ones.
+		if got := p.Bits() - (p.Addr().BitLen() - addr.BitLen()); got != bits {
 			return "", fmt.Errorf("lockout: %s: %q is a /%d; the policy counts clients by /%d: %w", op, ip, p.Bits(), bits, ErrInvalidIP)
 		}
 		ip = addr.String()

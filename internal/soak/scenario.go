@@ -664,5 +664,5 @@ func eachRow(ctx context.Context, db *sql.DB, query string, each func(*sql.Rows)
 			return err
 		}
 	}
-	return errors.Join(rows.Err())
+	return rows.Err()
 }
