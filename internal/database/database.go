@@ -10,9 +10,7 @@ package database
 import (
 	"database/sql"
 	"errors"
-	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -22,39 +20,6 @@ import (
 
 	"github.com/klozd/api/ent"
 )
-
-// DSN returns rawURL with timezone=UTC set, overriding any other time zone
-// parameter, however spelt.
-// It accepts postgres:// and postgresql:// URLs.
-func DSN(rawURL string) (string, error) {
-	if !isPostgresURL(rawURL) {
-		// Not echoed: a key=value connection string holds its password in
-		// plain text.
-		return "", errors.New("database: the database URL is not a postgres:// URL (postgres://user:password@host:5432/dbname)")
-	}
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "", fmt.Errorf("database: parse URL: %w", ParseError(err))
-	}
-	q := u.Query()
-	// lib/pq sends parameters in map order, so a "TimeZone" beside our
-	// "timezone" would win at random: drop every spelling first.
-	for k := range q {
-		if strings.EqualFold(k, "timezone") {
-			delete(q, k)
-		}
-	}
-	q.Set("timezone", "UTC")
-	if q.Get("sslmode") == "" {
-		// TLS is off by default only where the driver really connects
-		// locally: $PGHOST may send a URL without a host elsewhere.
-		if host, err := EffectiveHost(rawURL); err == nil && IsLocalHost(host) {
-			q.Set("sslmode", "disable")
-		}
-	}
-	u.RawQuery = q.Encode()
-	return u.String(), nil
-}
 
 // Open opens a pool on rawURL with [DSN]'s settings. It does not connect;
 // call PingContext to check the server is reachable.
@@ -76,50 +41,29 @@ func Open(rawURL string) (*sql.DB, error) {
 // error (the services answer 503 and fail closed), bounded in time by
 // StatementTimeout, LockTimeout and the caller's context.
 type Config struct {
+	// Driver is the database/sql driver: [DriverPQ] ("postgres", lib/pq,
+	// the default) or [DriverPGX] ("pgx", which the program registers by
+	// importing github.com/jackc/pgx/v5/stdlib).
+	Driver string
 	// MaxOpenConns caps the pool (sql.DB.SetMaxOpenConns). Callers beyond it
 	// wait for a free connection until their context ends. Default: no cap.
 	MaxOpenConns int
 	// MaxIdleConns is kept at most idle. Default: database/sql's, 2.
 	MaxIdleConns int
 	// StatementTimeout is the server's statement_timeout for each session:
-	// a statement running longer is cancelled with SQLSTATE 57014.
+	// a statement running longer is cancelled with SQLSTATE 57014. It is
+	// sent at connection start, except in pooler-safe mode (pgbouncer=true),
+	// where PgBouncer refuses it as a startup parameter: there the role
+	// must carry it (ALTER ROLE name SET statement_timeout = '2s'), and
+	// each new connection checks that the server's value is set and no
+	// longer than this, failing with an error that says what to run.
 	StatementTimeout time.Duration
 	// LockTimeout is the server's lock_timeout: a statement waiting longer
-	// for a row or table lock fails with SQLSTATE 55P03.
+	// for a row, table or advisory lock fails with SQLSTATE 55P03. It
+	// travels, and is checked, as StatementTimeout is.
 	LockTimeout time.Duration
 	// ConnectTimeout bounds each new connection. Default: none (lib/pq).
 	ConnectTimeout time.Duration
-}
-
-// OpenConfig opens a pool on rawURL with [DSN]'s settings and cfg's limits.
-func OpenConfig(rawURL string, cfg Config) (*sql.DB, error) {
-	dsn, err := DSN(rawURL)
-	if err != nil {
-		return nil, err
-	}
-	u, _ := url.Parse(dsn) // DSN produced it
-	q := u.Query()
-	if cfg.StatementTimeout > 0 {
-		q.Set("statement_timeout", strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10))
-	}
-	if cfg.LockTimeout > 0 {
-		q.Set("lock_timeout", strconv.FormatInt(cfg.LockTimeout.Milliseconds(), 10))
-	}
-	if cfg.ConnectTimeout > 0 {
-		q.Set("connect_timeout", strconv.Itoa(max(1, int(cfg.ConnectTimeout.Seconds()))))
-	}
-	u.RawQuery = q.Encode()
-	db, err := sql.Open("postgres", u.String())
-	if err != nil {
-		return nil, fmt.Errorf("database: open: %w", err)
-	}
-	if cfg.MaxOpenConns > 0 {
-		db.SetMaxOpenConns(cfg.MaxOpenConns)
-	}
-	if cfg.MaxIdleConns > 0 {
-		db.SetMaxIdleConns(cfg.MaxIdleConns)
-	}
-	return db, nil
 }
 
 // NewClient returns an ent client on db. Besides the schema's hook, which

@@ -8,7 +8,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/lib/pq"
+	"github.com/klozd/api/internal/database"
 )
 
 // Bounds of the backoff between attempts of [Store.Complete],
@@ -21,8 +21,9 @@ const (
 
 // transient reports whether err is a failure after which a fenced
 // statement of the store is worth running again: the connection was lost
-// or refused, the server is shutting down or starting, or the statement
-// lost a serialization, deadlock or lock race or hit the statement timeout.
+// or refused, the server is shutting down or starting or read-only (a
+// standby), or the statement lost a serialization, deadlock or lock race or
+// hit the statement timeout.
 // The statements retried (Complete, Release and Renew) are fenced by the
 // claim's id and idempotent, so running one twice is safe even when the first run
 // committed and only its reply was lost. A cancelled or expired context is
@@ -34,18 +35,15 @@ func transient(err error) bool {
 	case errors.Is(err, driver.ErrBadConn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return true
 	}
-	if pqErr, ok := errors.AsType[*pq.Error](err); ok {
-		switch pqErr.Code {
-		case "57P01", // admin_shutdown
-			"57P02", // crash_shutdown
-			"57P03", // cannot_connect_now
-			"40001", // serialization_failure
-			"40P01", // deadlock_detected
-			"55P03", // lock_not_available
-			"57014": // query_canceled: statement_timeout
-			return true
-		}
-		return pqErr.Code.Class() == "08" // connection_exception
+	switch code := database.SQLState(err); code {
+	case database.AdminShutdown, database.CrashShutdown, database.CannotConnectNow,
+		database.SerializationFailure, database.DeadlockDetected, database.LockNotAvailable,
+		database.QueryCanceled,       // statement_timeout
+		database.ReadOnlyTransaction: // a standby: the pool reconnects elsewhere
+		return true
+	case "":
+	default:
+		return database.IsConnectionClass(code)
 	}
 	_, isNet := errors.AsType[net.Error](err)
 	return isNet

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/klozd/api/ent/schema"
+	"github.com/klozd/api/internal/database"
 )
 
 // Conditions reported by [Store.Begin], [Store.Complete] and
@@ -49,7 +50,7 @@ const beginAttempts = 5
 type Store struct {
 	db    *sql.DB
 	cfg   StoreConfig
-	stmts stmts
+	stmts *database.Statements
 }
 
 // NewStore returns a Store on db, a pool opened by database.Open (its
@@ -59,7 +60,25 @@ func NewStore(db *sql.DB, cfg StoreConfig) *Store {
 	if db == nil {
 		panic("idem: NewStore needs a *sql.DB")
 	}
-	return &Store{db: db, cfg: cfg.resolve()}
+	return &Store{db: db, cfg: cfg.resolve(), stmts: database.NewStatements(db)}
+}
+
+// Close releases the Store's prepared statements. It does not close the
+// *sql.DB, which the caller owns; a Store used after Close prepares again.
+func (s *Store) Close() error {
+	if err := s.stmts.Close(); err != nil {
+		return fmt.Errorf("idem: close statements: %w", err)
+	}
+	return nil
+}
+
+// prepared returns the statement for query (see [database.Statements]).
+func (s *Store) prepared(ctx context.Context, query string) (database.Stmt, error) {
+	st, err := s.stmts.Get(ctx, query)
+	if err != nil {
+		return st, fmt.Errorf("prepare: %w", err)
+	}
+	return st, nil
 }
 
 // Request identifies a request to [Store.Begin].
@@ -234,7 +253,7 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 			body    string
 			expires sql.NullTime
 		)
-		err := st.QueryRowContext(ctx, schema.NewID(), key, req.Route, req.Fingerprint,
+		err := st.QueryRow(ctx, schema.NewID(), key, req.Route, req.Fingerprint,
 			s.now(), s.cfg.Lease.Milliseconds(), nullString(req.Tenant), nullString(req.IP)).
 			Scan(&claimed, &id, &hash, &status, &body, &expires)
 		switch {
@@ -289,7 +308,7 @@ func (s *Store) Complete(ctx context.Context, c *Claim, resp Response) error {
 	if err != nil {
 		return fmt.Errorf("idem: complete key %.12s on %q: %w", c.key, c.route, err)
 	}
-	res, err := st.ExecContext(ctx, c.token, resp.Status, body, s.now(), s.cfg.TTL.Milliseconds())
+	res, err := st.Exec(ctx, c.token, resp.Status, body, s.now(), s.cfg.TTL.Milliseconds())
 	if err != nil {
 		return fmt.Errorf("idem: complete key %.12s on %q: %w", c.key, c.route, err)
 	}
@@ -316,7 +335,7 @@ func (s *Store) Renew(ctx context.Context, c *Claim) error {
 	}
 	sent := s.clock()
 	var expires time.Time
-	err = st.QueryRowContext(ctx, c.token, s.now(), s.cfg.Lease.Milliseconds()).Scan(&expires)
+	err = st.QueryRow(ctx, c.token, s.now(), s.cfg.Lease.Milliseconds()).Scan(&expires)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("idem: renew key %.12s on %q: %w", c.key, c.route, ErrClaimLost)
@@ -338,7 +357,7 @@ func (s *Store) Release(ctx context.Context, c *Claim) error {
 	if err != nil {
 		return fmt.Errorf("idem: release key %.12s on %q: %w", c.key, c.route, err)
 	}
-	res, err := st.ExecContext(ctx, c.token)
+	res, err := st.Exec(ctx, c.token)
 	if err != nil {
 		return fmt.Errorf("idem: release key %.12s on %q: %w", c.key, c.route, err)
 	}

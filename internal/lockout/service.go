@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lib/pq"
-
 	"github.com/klozd/api/ent"
 	"github.com/klozd/api/ent/authattempt"
 	"github.com/klozd/api/ent/schema"
@@ -53,8 +51,9 @@ type Service struct {
 	batch   int
 	onPurge func(deleted int64)
 	q       queries
-	// Prepared on first use: the long statements of the hot path.
-	check, checkNull, failure, failNullUpd, failNullIns stmt
+	// The long statements of the hot path, prepared on first use unless
+	// the pool is pooler-safe.
+	stmts *database.Statements
 }
 
 // New returns a service over db, a pool on a database migrated with the
@@ -74,21 +73,27 @@ func New(db *sql.DB, cfg Config) (*Service, error) {
 	}
 	q := buildQueries(p)
 	return &Service{
-		check:       stmt{query: q.check},
-		checkNull:   stmt{query: q.checkNullIP},
-		failure:     stmt{query: q.failure},
-		failNullUpd: stmt{query: q.failNullUpd},
-		failNullIns: stmt{query: q.failNullIns},
-		db:          db,
-		ent:         database.NewClient(db),
-		policy:      p,
-		now:         now,
-		log:         cmp.Or(cfg.Logger, slog.Default()),
-		hook:        cfg.OnDecision,
-		batch:       cmp.Or(cfg.PurgeBatch, 1000),
-		onPurge:     cfg.OnPurge,
-		q:           q,
+		stmts:   database.NewStatements(db),
+		db:      db,
+		ent:     database.NewClient(db),
+		policy:  p,
+		now:     now,
+		log:     cmp.Or(cfg.Logger, slog.Default()),
+		hook:    cfg.OnDecision,
+		batch:   cmp.Or(cfg.PurgeBatch, 1000),
+		onPurge: cfg.OnPurge,
+		q:       q,
 	}, nil
+}
+
+// Close releases the service's prepared statements. It does not close the
+// *sql.DB, which the caller owns; a service used after Close prepares
+// again.
+func (s *Service) Close() error {
+	if err := s.stmts.Close(); err != nil {
+		return fmt.Errorf("lockout: close statements: %w", err)
+	}
+	return nil
 }
 
 // Policy returns the policy in force, defaults filled in.
@@ -119,10 +124,10 @@ func (s *Service) Check(ctx context.Context, email, ip string) (Decision, error)
 	var pair, byEmail, byIP sql.NullTime
 	if addr == nil {
 		args := [...]any{e, now, cut}
-		err = s.checkNull.scan(ctx, s.db, args[:s.q.checkNullArgs], &pair, &byEmail, &byIP)
+		err = s.stmts.Scan(ctx, s.q.checkNullIP, args[:s.q.checkNullArgs], &pair, &byEmail, &byIP)
 	} else {
 		args := [...]any{e, *addr, now, cut}
-		err = s.check.scan(ctx, s.db, args[:s.q.checkArgs], &pair, &byEmail, &byIP)
+		err = s.stmts.Scan(ctx, s.q.check, args[:s.q.checkArgs], &pair, &byEmail, &byIP)
 	}
 	if err != nil {
 		return s.unavailable(ctx, OpCheck, "check", err)
@@ -150,7 +155,7 @@ func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision
 	var r failureRow
 	if addr != nil {
 		args := []any{schema.NewID(), e, *addr, now, cut}
-		err = s.failure.scan(ctx, s.db, args, r.dest()...)
+		err = s.stmts.Scan(ctx, s.q.failure, args, r.dest()...)
 		if serializationFailure(err) {
 			err = s.failureReadCommitted(ctx, args, &r)
 		}
@@ -182,8 +187,7 @@ var readCommitted = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 // failure (SQLSTATE 40001), which the known-IP upsert meets only when the
 // session's default isolation is above READ COMMITTED.
 func serializationFailure(err error) bool {
-	pqErr, ok := errors.AsType[*pq.Error](err)
-	return ok && pqErr.Code == "40001"
+	return database.SQLState(err) == database.SerializationFailure
 }
 
 // exec runs one autocommitted write statement. Under a default isolation
@@ -221,12 +225,12 @@ func (s *Service) readCommitted(ctx context.Context, f func(*sql.Tx) error) erro
 // transaction, where it waits for a concurrent update instead of failing.
 // The failed attempt changed nothing, so nothing is counted twice.
 func (s *Service) failureReadCommitted(ctx context.Context, args []any, r *failureRow) error {
-	st, err := s.failure.get(ctx, s.db)
+	st, err := s.stmts.Get(ctx, s.q.failure)
 	if err != nil {
 		return err
 	}
 	return s.readCommitted(ctx, func(tx *sql.Tx) error {
-		return tx.StmtContext(ctx, st).QueryRowContext(ctx, args...).Scan(r.dest()...)
+		return st.In(ctx, tx).QueryRow(ctx, args...).Scan(r.dest()...)
 	})
 }
 
@@ -235,11 +239,11 @@ func (s *Service) failureReadCommitted(ctx context.Context, args []any, r *failu
 // a READ COMMITTED transaction so that the update sees the row the lock's
 // previous holder inserted.
 func (s *Service) failureNullIP(ctx context.Context, email string, now, cut time.Time, r *failureRow) error {
-	upd, err := s.failNullUpd.get(ctx, s.db)
+	upd, err := s.stmts.Get(ctx, s.q.failNullUpd)
 	if err != nil {
 		return err
 	}
-	ins, err := s.failNullIns.get(ctx, s.db)
+	ins, err := s.stmts.Get(ctx, s.q.failNullIns)
 	if err != nil {
 		return err
 	}
@@ -247,10 +251,10 @@ func (s *Service) failureNullIP(ctx context.Context, email string, now, cut time
 		if _, err := tx.ExecContext(ctx, s.q.lockEmail, email); err != nil {
 			return err
 		}
-		err := tx.StmtContext(ctx, upd).QueryRowContext(ctx, email, now, cut).Scan(r.dest()...)
+		err := upd.In(ctx, tx).QueryRow(ctx, email, now, cut).Scan(r.dest()...)
 		if errors.Is(err, sql.ErrNoRows) {
 			args := [...]any{schema.NewID(), email, now, cut}
-			err = tx.StmtContext(ctx, ins).QueryRowContext(ctx, args[:s.q.failNullInsArgs]...).Scan(r.dest()...)
+			err = ins.In(ctx, tx).QueryRow(ctx, args[:s.q.failNullInsArgs]...).Scan(r.dest()...)
 		}
 		return err
 	})

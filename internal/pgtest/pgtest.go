@@ -60,6 +60,7 @@ var (
 // started. Call it from TestMain.
 func Main(m *testing.M) {
 	code := m.Run()
+	stopBouncers()
 	if server != nil && server.Cluster != nil {
 		_ = server.Cluster.Stop()
 	}
@@ -160,12 +161,12 @@ func DB(t testing.TB) *sql.DB {
 	return Open(t, URL(t))
 }
 
-// Open returns a pool on url (opened by [database.Open]), closed when the
-// test ends. Each call is an independent pool, as a separate instance of a
-// service would have.
+// Open returns a pool on url (opened by [database.OpenConfig] with the
+// tests' [Driver]), closed when the test ends. Each call is an independent
+// pool, as a separate instance of a service would have.
 func Open(t testing.TB, url string) *sql.DB {
 	t.Helper()
-	db, err := database.Open(url)
+	db, err := database.OpenConfig(url, database.Config{Driver: Driver()})
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
