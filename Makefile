@@ -50,9 +50,13 @@ reset: dbctl ## development only: drop the schema of a local DATABASE_URL and ap
 dev: dbctl ## a throwaway PostgreSQL with all migrations applied; prints its URL, Ctrl-C stops it
 	$(DBCTL) dev
 
+# The packages whose suites run a second time on pgx's stdlib driver.
+PGX_PKGS  := ./internal/database ./internal/lockout ./internal/idem ./internal/soak
+
 .PHONY: test
-test: verify lint ## run every test on real PostgreSQL with -race (after verify and lint)
+test: verify lint ## run every test on real PostgreSQL with -race (after verify and lint), then the service suites on pgx
 	$(GO) test $(TESTFLAGS) ./...
+	TEST_DB_DRIVER=pgx $(GO) test $(TESTFLAGS) $(PGX_PKGS)
 
 .PHONY: bench
 bench: ## run the benchmarks (service vs hand-written SQL baselines)

@@ -194,13 +194,27 @@ func quoteIdent(s string) string {
 // optional interface through to the driver's connection.
 type conn struct {
 	driver.Conn
-	readOnly atomic.Bool
+	readOnly atomic.Bool // read-only or ended: drop it
 }
 
-// seen marks c unusable when err says the session is read-only.
+// seen marks c unusable when err says the session is read-only, and
+// reports a session the server ended (terminated, crashed, not accepting
+// connections) as driver.ErrBadConn too, as lib/pq does for every FATAL
+// error, so that database/sql drops the connection and runs an
+// autocommitted statement again on another: the server ended the session
+// before the statement could commit, so it did not run. (pgx returns the
+// server's error alone, and the pool would hand a request a connection
+// killed while idle.)
 func (c *conn) seen(err error) error {
-	if err != nil && SQLState(err) == ReadOnlyTransaction {
+	if err == nil {
+		return nil
+	}
+	switch SQLState(err) {
+	case ReadOnlyTransaction:
 		c.readOnly.Store(true)
+	case AdminShutdown, CrashShutdown, CannotConnectNow:
+		c.readOnly.Store(true) // unusable either way
+		return fmt.Errorf("%w (%w)", err, driver.ErrBadConn)
 	}
 	return err
 }

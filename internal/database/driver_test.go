@@ -115,3 +115,33 @@ func TestTimeoutsHoldThroughPgBouncer(t *testing.T) {
 		})
 	}
 }
+
+// A connection the server terminated while it sat idle in the pool is
+// dropped at its next statement, which runs again on a new connection:
+// nothing ran on the terminated session.
+func TestTerminatedIdleConnectionIsReplaced(t *testing.T) {
+	t.Parallel()
+	for _, drv := range []string{database.DriverPQ, database.DriverPGX} {
+		t.Run(drv, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db, err := database.OpenConfig(pgtest.URL(t), database.Config{Driver: drv, MaxOpenConns: 1})
+			require.NoError(t, err)
+			defer db.Close()
+			admin := pgtest.Open(t, pgtest.Start(t).AdminURL)
+			_, err = db.ExecContext(ctx, `CREATE TABLE t_probe (n int)`)
+			require.NoError(t, err)
+			var pid int
+			require.NoError(t, db.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+			_, err = admin.ExecContext(ctx, `SELECT pg_terminate_backend($1, 5000)`, pid) // waits until it is gone
+			require.NoError(t, err)
+
+			_, err = db.ExecContext(ctx, `INSERT INTO t_probe VALUES ($1)`, 1)
+			require.NoError(t, err, "the statement ran again on a new connection")
+			var n, now int
+			require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*), pg_backend_pid() FROM t_probe`).Scan(&n, &now))
+			assert.Equal(t, 1, n, "it ran once")
+			assert.NotEqual(t, pid, now)
+		})
+	}
+}

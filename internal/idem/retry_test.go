@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/assert"
 )
@@ -38,6 +39,13 @@ func TestTransient(t *testing.T) {
 		{"lock timeout", &pq.Error{Code: "55P03"}, true},
 		{"statement timeout", wrap(&pq.Error{Code: "57014"}), true},
 		{"unique violation", &pq.Error{Code: "23505"}, false},
+		{"read-only (a standby)", wrap(&pq.Error{Code: "25006"}), true},
+		// pgx's errors are classified by the same SQLSTATEs.
+		{"pgx admin shutdown", wrap(&pgconn.PgError{Code: "57P01"}), true},
+		{"pgx lock timeout", &pgconn.PgError{Code: "55P03"}, true},
+		{"pgx serialization", &pgconn.PgError{Code: "40001"}, true},
+		{"pgx connection failure", &pgconn.PgError{Code: "08006"}, true},
+		{"pgx unique violation", &pgconn.PgError{Code: "23505"}, false},
 		{"syntax error", &pq.Error{Code: "42601"}, false},
 		{"claim lost", wrap(ErrClaimLost), false},
 		{"canceled", wrap(context.Canceled), false},

@@ -33,6 +33,7 @@ type instance struct {
 
 func newInstance(name, url string, cfg Config, bare bool) (*instance, error) {
 	db, err := database.OpenConfig(url, database.Config{
+		Driver:           cfg.Driver,
 		MaxOpenConns:     cfg.PoolSize,
 		MaxIdleConns:     cfg.PoolSize,
 		StatementTimeout: cfg.StatementTimeout,

@@ -22,6 +22,9 @@ type Config struct {
 	TimeLimit time.Duration
 	// PoolSize is each instance's pool size. Default 8.
 	PoolSize int
+	// Driver is the instances' database/sql driver (database.Config.Driver):
+	// "postgres" (lib/pq, the default) or "pgx".
+	Driver string
 	// StatementTimeout and LockTimeout are the services' session limits.
 	// Defaults 2s and 1s.
 	StatementTimeout, LockTimeout time.Duration

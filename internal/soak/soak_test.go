@@ -80,7 +80,7 @@ func TestSoakShort(t *testing.T) {
 	results, err := Run(context.Background(), Config{
 		Orders: 60, LoginPairs: 10, LoginsPerPair: 7, Concurrency: 16, TimeLimit: time.Minute,
 		Lease: time.Second, StatementTimeout: 300 * time.Millisecond, LockTimeout: 150 * time.Millisecond,
-		restartPause: 1500 * time.Millisecond,
+		restartPause: 1500 * time.Millisecond, Driver: pgtest.Driver(),
 	}, nil)
 	require.NoError(t, err)
 	require.Len(t, results, len(Scenarios()))
