@@ -10,6 +10,7 @@ package database
 import (
 	"database/sql"
 	"errors"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -89,8 +90,11 @@ func ParseError(err error) error {
 // and of password= and sslpassword= parameters replaced by "xxxxx". A
 // string that is not a postgres:// URL is not echoed at all.
 func Redact(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil || !isPostgresURL(rawURL) {
+	if !isPostgresURL(rawURL) {
+		return "<not a postgres:// URL>"
+	}
+	u, hosts, ports, err := parseURL(rawURL)
+	if err != nil {
 		return "<not a postgres:// URL>"
 	}
 	if _, ok := u.User.Password(); ok {
@@ -107,7 +111,22 @@ func Redact(rawURL string) string {
 	if secret {
 		u.RawQuery = q.Encode()
 	}
-	return u.String()
+	if len(hosts) == 0 {
+		return u.String()
+	}
+	// Put the host list back where the URL had it.
+	list := make([]string, len(hosts))
+	for i, h := range hosts {
+		list[i] = net.JoinHostPort(h, ports[i])
+	}
+	v := *u
+	v.User, v.Host = nil, ""
+	user := ""
+	if u.User != nil {
+		user = u.User.String() + "@"
+	}
+	_, tail, _ := strings.Cut(v.String(), "://")
+	return u.Scheme + "://" + user + strings.Join(list, ",") + tail
 }
 
 func isPostgresURL(raw string) bool {

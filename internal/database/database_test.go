@@ -58,12 +58,14 @@ func TestConfigSetsSessionLimits(t *testing.T) {
 
 func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
-		"postgres://app:S3cretPW@db:5432/klozd":                     "postgres://app:xxxxx@db:5432/klozd",
-		"postgres://app@db/klozd?password=S3cretPW&sslmode=require": "postgres://app@db/klozd?password=xxxxx&sslmode=require",
-		"postgresql://app@db/klozd?sslpassword=S3cretPW":            "postgresql://app@db/klozd?sslpassword=xxxxx",
-		"postgres://app@db/klozd?sslmode=disable":                   "postgres://app@db/klozd?sslmode=disable",
-		"host=db user=app password=S3cretPW dbname=klozd":           "<not a postgres:// URL>",
-		"postgres://app:S3cretPW@[::1/x":                            "<not a postgres:// URL>",
+		"postgres://app:S3cretPW@db:5432/klozd":                      "postgres://app:xxxxx@db:5432/klozd",
+		"postgres://app@db/klozd?password=S3cretPW&sslmode=require":  "postgres://app@db/klozd?password=xxxxx&sslmode=require",
+		"postgresql://app@db/klozd?sslpassword=S3cretPW":             "postgresql://app@db/klozd?sslpassword=xxxxx",
+		"postgres://app@db/klozd?sslmode=disable":                    "postgres://app@db/klozd?sslmode=disable",
+		"host=db user=app password=S3cretPW dbname=klozd":            "<not a postgres:// URL>",
+		"postgres://app:S3cretPW@[::1/x":                             "<not a postgres:// URL>",
+		"postgres://app:S3cretPW@db1:5432,db2/klozd?sslmode=require": "postgres://app:xxxxx@db1:5432,db2:5432/klozd?sslmode=require",
+		"postgres://db1,[::1]:6432/klozd":                            "postgres://db1:5432,[::1]:6432/klozd",
 	} {
 		assert.Equal(t, want, database.Redact(in), in)
 	}

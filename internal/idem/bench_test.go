@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/klozd/api/ent/schema"
+	"github.com/klozd/api/internal/database"
+	"github.com/klozd/api/internal/pgcluster"
 	"github.com/klozd/api/internal/pgtest"
 )
 
@@ -154,4 +156,61 @@ func BenchmarkMiddleware(b *testing.B) {
 			_, _ = io.WriteString(w, stored)
 		}
 	})
+}
+
+// BenchmarkPoolerModes compares the middleware on one database in today's
+// prepared mode, in pooler-safe mode (pgbouncer=true) on a direct
+// connection, in pooler-safe mode through PgBouncer in transaction pooling,
+// and in prepared mode through PgBouncer in session pooling, on the tests'
+// driver (TEST_DB_DRIVER; make bench runs both).
+func BenchmarkPoolerModes(b *testing.B) {
+	url := pgtest.URL(b)
+	modes := []struct{ name, url string }{
+		{"prepared", url},
+		{"pooler-safe", url + "&pgbouncer=true"},
+		{"pooler-safe-via-pgbouncer", pgtest.StartBouncer(b, pgcluster.PoolTransaction, 4, nil).URL(b, url, "pgbouncer", "true")},
+		{"prepared-via-pgbouncer-session", pgtest.StartBouncer(b, pgcluster.PoolSession, 4, nil).URL(b, url)},
+	}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"id":"ord_1","status":"created"}`)
+	})
+	request := func(key string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader(`{"sku":"a","qty":1}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Idempotency-Key", key)
+		return r
+	}
+	for _, m := range modes {
+		db, err := database.OpenConfig(m.url, database.Config{Driver: pgtest.Driver(), MaxOpenConns: 4, MaxIdleConns: 4})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = db.Close() })
+		mw := serve(Config{Store: NewStore(db, StoreConfig{})}, handler)
+		b.Run("new-key/"+m.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				mw.ServeHTTP(w, request(fmt.Sprint("new-", benchSeq.Add(1))))
+				if w.Code != http.StatusCreated {
+					b.Fatalf("status %d: %s", w.Code, w.Body)
+				}
+			}
+		})
+		key := fmt.Sprint("replay-", benchSeq.Add(1))
+		mw.ServeHTTP(httptest.NewRecorder(), request(key))
+		b.Run("replay/"+m.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				mw.ServeHTTP(w, request(key))
+				if w.Code != http.StatusCreated {
+					b.Fatalf("status %d: %s", w.Code, w.Body)
+				}
+			}
+		})
+	}
 }

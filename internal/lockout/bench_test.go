@@ -12,7 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/klozd/api/ent/schema"
+	"github.com/klozd/api/internal/database"
 	"github.com/klozd/api/internal/lockout"
+	"github.com/klozd/api/internal/pgcluster"
 	"github.com/klozd/api/internal/pgtest"
 )
 
@@ -42,6 +44,9 @@ const (
 
 const benchKeys = 10000
 
+// benchURL is the database of the last benchSetup.
+var benchURL string
+
 func benchKey(i int) (email, ip string) {
 	return fmt.Sprintf("user%d@example.org", i), fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
 }
@@ -49,7 +54,8 @@ func benchKey(i int) (email, ip string) {
 // benchSetup returns a pool on a fresh database holding benchKeys rows
 // (recent failures, none locked) and a service on it.
 func benchSetup(b *testing.B) (*sql.DB, *lockout.Service) {
-	db := pgtest.DB(b)
+	benchURL = pgtest.URL(b)
+	db := pgtest.Open(b, benchURL)
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
 	now := schema.UTCMillis(time.Now())
@@ -147,6 +153,48 @@ func runImpls(b *testing.B, impls []benchImpl, distinct func(i int) (email, ip s
 					}
 				}
 			})
+		})
+	}
+}
+
+// BenchmarkPoolerModes compares the service on one database in today's
+// prepared mode, in pooler-safe mode (pgbouncer=true) on a direct
+// connection, in pooler-safe mode through PgBouncer in transaction pooling,
+// and in prepared mode through PgBouncer in session pooling, on the tests'
+// driver (TEST_DB_DRIVER; make bench runs both).
+func BenchmarkPoolerModes(b *testing.B) {
+	benchSetup(b)
+	url := benchURL
+	modes := []struct{ name, url string }{
+		{"prepared", url},
+		{"pooler-safe", url + "&pgbouncer=true"},
+		{"pooler-safe-via-pgbouncer", pgtest.StartBouncer(b, pgcluster.PoolTransaction, 8, nil).URL(b, url, "pgbouncer", "true")},
+		{"prepared-via-pgbouncer-session", pgtest.StartBouncer(b, pgcluster.PoolSession, 8, nil).URL(b, url)},
+	}
+	ctx := context.Background()
+	for _, m := range modes {
+		pool, err := database.OpenConfig(m.url, database.Config{Driver: pgtest.Driver(), MaxOpenConns: 8, MaxIdleConns: 8})
+		require.NoError(b, err)
+		b.Cleanup(func() { _ = pool.Close() })
+		s, err := lockout.New(pool, lockout.Config{Logger: slog.New(slog.DiscardHandler)})
+		require.NoError(b, err)
+		b.Run("check/"+m.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				email, ip := benchKey(i % benchKeys)
+				if _, err := s.Check(ctx, email, ip); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("record-failure/"+m.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				email, ip := benchKey(benchKeys + int(benchSeq.Add(1)))
+				if _, err := s.RecordFailure(ctx, email, ip); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }
