@@ -5,6 +5,13 @@
 // session's time zone. Sessions opened here therefore run with timezone=UTC,
 // and the ent schema hook writes every time.Time as UTC milliseconds, so the
 // columns hold UTC whatever the process's TZ or the server's TimeZone.
+//
+// [OpenConfig] also decides how the services' statements travel: prepared
+// once per connection by default, or unnamed in one round trip on a URL
+// with pgbouncer=true, for PgBouncer's transaction pooling ([Statements]);
+// which driver runs them (lib/pq, or pgx's stdlib); and how a URL naming a
+// primary and its standbys finds the writable one. docs/topologies.md says
+// what to set for each topology.
 package database
 
 import (

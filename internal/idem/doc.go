@@ -59,7 +59,8 @@
 // the statement again. A row past "expiresAt" is treated as absent and
 // taken over by the same statement: a completed record past its TTL, or a
 // claim whose instance crashed, once its lease has run out. The Store
-// prepares its statements once per connection.
+// prepares its statements once per connection, except on a pool opened
+// with pgbouncer=true, where each travels unnamed (database.Statements).
 //
 // Every time is the database's: the statements write and compare
 // statement_timestamp() in UTC, truncated to milliseconds like the

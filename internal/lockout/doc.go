@@ -98,11 +98,13 @@
 // # Database
 //
 // The service needs the auth_attempts table of the module's migrations and
-// a *sql.DB on lib/pq. Check and RecordFailure run prepared statements,
-// prepared on first use and again on each new connection, so the long
-// lockout SQL is parsed and planned once per connection: behind PgBouncer
-// in transaction mode, use a version with prepared-statement support
-// (1.21+) or session mode.
+// a *sql.DB opened by database.OpenConfig, on lib/pq or pgx. Check and
+// RecordFailure run prepared statements, prepared on first use and again
+// on each new connection, so the long lockout SQL is parsed and planned
+// once per connection. On a pool opened with pgbouncer=true (PgBouncer in
+// transaction pooling) nothing is prepared: each statement travels
+// unnamed in one round trip and is planned at each call (see
+// database.Statements and docs/topologies.md).
 //
 // The per-email and per-IP limits read every row of that email or IP
 // within the window through the table's email and ip indexes, so their
