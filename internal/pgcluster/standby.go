@@ -249,3 +249,14 @@ func (c *Cluster) poll(ctx context.Context, what string, done func(*sql.DB) (boo
 		}
 	}
 }
+
+// Pid is the process id of the running server's postmaster, or 0 when it
+// is stopped. Faults that signal server processes start from it.
+func (c *Cluster) Pid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return 0
+	}
+	return c.proc.Pid
+}
