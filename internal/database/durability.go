@@ -24,7 +24,10 @@ import (
 // clients retried; it lost 515 and 822 acknowledged lockout increments, so
 // an attacker's failures were forgotten. With a synchronous standby
 // (synchronous_standby_names naming it, synchronous_commit on) nothing was
-// lost.
+// lost. The smaller run of TestSoakFailover (400 keys, about 100 failures,
+// the load mostly inside the 1s lag) lost 232 to 236 records and 32 to 34
+// increments in each of 10 runs with the asynchronous standby, none with
+// the synchronous one.
 //
 // Synchronous replication holds only while commits wait for the standby: a
 // commit whose wait is cancelled (statement_timeout, a cancelled request)
