@@ -50,20 +50,22 @@ reset: dbctl ## development only: drop the schema of a local DATABASE_URL and ap
 dev: dbctl ## a throwaway PostgreSQL with all migrations applied; prints its URL, Ctrl-C stops it
 	$(DBCTL) dev
 
-# The packages whose suites run a second time on pgx's stdlib driver.
-PGX_PKGS  := ./internal/database ./internal/lockout ./internal/idem ./internal/soak
+# The suites that run a second time on pgx's stdlib driver, and the soak
+# suite's short run.
+PGX_PKGS  := ./internal/database ./internal/lockout ./internal/idem
 
 .PHONY: test
 test: verify lint ## run every test on real PostgreSQL with -race (after verify and lint), then the service suites on pgx
 	$(GO) test $(TESTFLAGS) ./...
 	TEST_DB_DRIVER=pgx $(GO) test $(TESTFLAGS) $(PGX_PKGS)
+	TEST_DB_DRIVER=pgx $(GO) test $(TESTFLAGS) -run '^TestSoakShort$$' ./internal/soak
 
 .PHONY: bench
 bench: ## run the benchmarks (service vs hand-written SQL baselines)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
 
 .PHONY: soak
-soak: ## fault-and-load suite: restart, killed connections, slow database, pool exhaustion, two instances (plus a baseline without the middleware)
+soak: ## fault-and-load suite: restart, killed connections, slow database, pool exhaustion, two instances (plus a baseline without the middleware), failover to an async and a sync standby
 	$(GO) run ./cmd/soak $(SOAKFLAGS)
 
 .PHONY: lint

@@ -14,6 +14,7 @@
 //	dbctl migrate hash [--dir DIR]
 //	dbctl migrate validate [--dir DIR]
 //	dbctl gc [--url URL] [--dry-run] [--window D] [--batch N] [--json]
+//	dbctl check-durability [--url URL] [--require-standby] [--json]
 //
 // --url defaults to $DATABASE_URL everywhere, --dev-url to
 // $DEV_DATABASE_URL (else a throwaway local PostgreSQL), --dir to
@@ -84,6 +85,7 @@ func commands() []command {
 		{"migrate", "create, apply, inspect, lint and reset migrations (dbctl migrate -h)", runMigrate},
 		{"dev", "start a throwaway PostgreSQL with all migrations applied; Ctrl-C stops it", runDev},
 		{"gc", "delete stale auth_attempts and expired idempotency_records in batches (cron-safe)", runGC},
+		{"check-durability", "report standbys and synchronous replication; exit 1 when a failover or crash can lose acknowledged commits", runCheckDurability},
 	}
 }
 

@@ -41,6 +41,7 @@ func main() {
 	flag.DurationVar(&cfg.Lease, "lease", 0, "idempotency claim lease of every scenario but restart; keep it above 2×statement-timeout, the slow-database fault (default 2×statement-timeout + 1s)")
 	flag.DurationVar(&cfg.RestartLease, "restart-lease", 0, "least lease of the restart scenario, which uses the larger of -lease and this; keep it above the restart's outage plus recovery (default 5s)")
 	flag.StringVar(&cfg.Driver, "driver", "", `database/sql driver of the instances: "postgres" (lib/pq) or "pgx" (default postgres)`)
+	flag.DurationVar(&cfg.FailoverLag, "failover-lag", 0, "how long the failover scenarios stall replication before stopping the primary; keep it below -statement-timeout (default 1s)")
 	flag.StringVar(&scenarios, "scenario", "", "comma-separated scenarios (default all: "+strings.Join(soak.Scenarios(), ",")+")")
 	flag.BoolVar(&asJSON, "json", false, "print the results as JSON")
 	flag.Parse()

@@ -56,13 +56,14 @@ type Options struct {
 // Cluster is a running throwaway server. Its methods are safe for
 // concurrent use.
 type Cluster struct {
-	dir     string   // temporary directory holding data/ and owner.lock
-	lock    *os.File // owner.lock, locked while dir is in use (see newDir)
-	binDir  string
-	port    int
-	cred    *syscall.Credential
-	args    []string
-	timeout time.Duration
+	dir      string   // temporary directory holding data/ and owner.lock
+	lock     *os.File // owner.lock, locked while dir is in use (see newDir)
+	binDir   string
+	port     int
+	cred     *syscall.Credential
+	args     []string
+	settings map[string]string // the server settings args passes
+	timeout  time.Duration
 
 	mu     sync.Mutex // guards proc, exited and lock
 	proc   *os.Process
@@ -113,15 +114,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	for k, v := range opts.Settings {
 		settings[k] = v
 	}
-	keys := make([]string, 0, len(settings))
-	for k := range settings {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	c.args = []string{"-D", c.dataDir()}
-	for _, k := range keys {
-		c.args = append(c.args, "-c", k+"="+settings[k])
-	}
+	c.setArgs(settings)
 	// Another process (another test binary, say) may take the port between
 	// choosing and binding it; try a few.
 	for attempt := 1; ; attempt++ {
@@ -218,6 +211,21 @@ func (c *Cluster) Log() string {
 }
 
 func (c *Cluster) dataDir() string { return filepath.Join(c.dir, "data") }
+
+// setArgs sets the server's command line from its settings, which it keeps
+// for the standbys started from this cluster (see [Cluster.StartStandby]).
+func (c *Cluster) setArgs(settings map[string]string) {
+	c.settings = settings
+	keys := make([]string, 0, len(settings))
+	for k := range settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	c.args = []string{"-D", c.dataDir()}
+	for _, k := range keys {
+		c.args = append(c.args, "-c", k+"="+settings[k])
+	}
+}
 
 func (c *Cluster) initdb(ctx context.Context) error {
 	// The server user must reach the directory and own the data directory.

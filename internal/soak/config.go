@@ -47,6 +47,15 @@ type Config struct {
 	// restart's outage, from the shutdown until the services answer again:
 	// about a second on an idle machine, several on a loaded one. Default 5s.
 	RestartLease time.Duration
+	// FailoverLag is how long the failover scenarios stall replication
+	// before they stop the primary: the standby's lag at the failover.
+	// With a synchronous standby it must stay below StatementTimeout,
+	// which otherwise cancels the commits waiting for the standby and so
+	// acknowledges them on the primary alone (reported as a configuration
+	// error). The failover scenarios run with the larger of Lease and
+	// RestartLease, which must outlast the stall and the promotion.
+	// Default 1s.
+	FailoverLag time.Duration
 
 	// restartPause stretches the restart's outage: the server stays down
 	// this long before it starts again. Tests use it to stand for a slow
@@ -66,5 +75,6 @@ func (c Config) withDefaults() Config {
 	c.RequestTimeout = cmp.Or(c.RequestTimeout, 10*time.Second)
 	c.Lease = cmp.Or(c.Lease, 2*c.StatementTimeout+time.Second)
 	c.RestartLease = cmp.Or(c.RestartLease, 5*time.Second)
+	c.FailoverLag = cmp.Or(c.FailoverLag, time.Second)
 	return c
 }

@@ -1,9 +1,14 @@
 // Package soak drives the real idempotency middleware and the real lockout
 // service over HTTP on loopback, against a throwaway PostgreSQL it controls,
 // while it injects faults: a restart, killed connections, a slow database,
-// an exhausted pool, and two instances sharing one database (beside the
+// an exhausted pool, two instances sharing one database (beside the
 // same two instances without the middleware, the baseline of the
-// throughput comparison). Each scenario
+// throughput comparison), and a failover: on a primary and a streaming
+// standby of their own, reached through a multi-host URL with
+// target_session_attrs=read-write, replication stalls for
+// Config.FailoverLag, the primary is stopped in immediate mode and the
+// standby promoted, once with an asynchronous standby and once with a
+// synchronous one. Each scenario
 // is bounded in requests and time and stops by itself; afterwards it checks
 // invariants from the database and from what the clients saw:
 //
@@ -20,7 +25,16 @@
 //   - after a restart, both services answer successfully again within
 //     the request timeout;
 //   - every error a client saw is a clean 503, 409 or 429 with a
-//     problem+json body, never a hang past the request timeout.
+//     problem+json body, never a hang past the request timeout;
+//   - after a failover, both services answer successfully within
+//     RecoveryTarget of the promotion; with a synchronous standby no
+//     acknowledged idempotency record or lockout failure is lost. With an
+//     asynchronous one the losses are counted in the summary
+//     (Result.LostRecords, LostIncrements) and the invariants checked on
+//     the other keys and pairs: they are what asynchronous replication
+//     costs, not a defect. Writes a client was told failed that survive on
+//     the standby (the primary died waiting on a commit the standby had)
+//     are counted apart (Result.AmbiguousKeys, AmbiguousPairs).
 //
 // At most once holds only while a fault's outage is shorter than the
 // idempotency lease (see [Config.Lease]); a fault that outlasts it is

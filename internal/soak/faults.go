@@ -12,7 +12,8 @@ import (
 // Faults injects failures into the server of one database.
 type Faults struct {
 	cluster *pgcluster.Cluster
-	admin   *sql.DB // superuser pool on the maintenance database
+	standby *pgcluster.Cluster // the failover scenarios' standby of cluster
+	admin   *sql.DB            // superuser pool on the maintenance database
 	dbName  string
 }
 

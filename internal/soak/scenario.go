@@ -74,6 +74,27 @@ type Result struct {
 	ConfigErrors []string `json:"config_errors,omitempty"`
 	Unchecked    []string `json:"unchecked,omitempty"`
 	Note         string   `json:"note,omitempty"`
+
+	// The failover scenarios' count of acknowledged writes the promoted
+	// standby does not have: idempotency keys whose first original answer
+	// is not their stored record (RanAgain of them had their handler run
+	// again when retried), of AckedRecords keys answered; and lockout
+	// failures clients were told were recorded but are not counted, of
+	// AckedIncrements. With asynchronous replication they are the cost of
+	// the failover, reported and not counted as violations (the invariants
+	// are checked on the other keys and pairs); with synchronous
+	// replication any is a violation.
+	LostRecords     int `json:"lost_records"`
+	RanAgain        int `json:"ran_again"`
+	AckedRecords    int `json:"acked_records"`
+	LostIncrements  int `json:"lost_increments"`
+	AckedIncrements int `json:"acked_increments"`
+	// AmbiguousKeys and AmbiguousPairs are writes clients were told failed
+	// (503) that the promoted standby has: the primary died waiting for
+	// the commit, which had reached the standby. A key's handler then ran
+	// again on retry. Reported, not checked: no client was told it was done.
+	AmbiguousKeys  int `json:"ambiguous_keys"`
+	AmbiguousPairs int `json:"ambiguous_pairs"`
 }
 
 // scenario is one fault and the shape of the load around it.
@@ -83,6 +104,9 @@ type scenario struct {
 	poolSize    int // overrides Config.PoolSize when set
 	concurrency int // overrides Config.Concurrency when set
 	bare        bool
+	// replication is "async" or "sync" for the failover scenarios, which
+	// run on a primary and a standby of their own (see failover.go).
+	replication string
 	// restartLease: the scenario runs with the larger of Config.Lease and
 	// Config.RestartLease.
 	restartLease bool
@@ -125,6 +149,8 @@ func scenarios() []scenario {
 		{name: "pool-exhaustion", instances: 1, poolSize: 2, concurrency: 64},
 		{name: "two-instances", instances: 2},
 		{name: "two-instances-bare", instances: 2, bare: true},
+		{name: "failover-async", instances: 2, replication: "async", restartLease: true, marks: []float64{0.4}, fault: faultFailover},
+		{name: "failover-sync", instances: 2, replication: "sync", restartLease: true, marks: []float64{0.4}, fault: faultFailover},
 	}
 }
 
@@ -187,7 +213,12 @@ func Run(ctx context.Context, cfg Config, names []string) ([]Result, error) {
 	defer dev.Close()
 	var results []Result
 	for _, s := range todo {
-		e, err := newEnv(ctx, cluster, admin, dev)
+		var e *env
+		if s.replication != "" {
+			e, err = newFailoverEnv(ctx, s.replication == "sync")
+		} else {
+			e, err = newEnv(ctx, cluster, admin, dev)
+		}
 		if err != nil {
 			return results, fmt.Errorf("soak: %s: %w", s.name, err)
 		}
@@ -324,6 +355,17 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 						cl.dirtyf("the services did not both answer successfully within %s of the server accepting connections again", cfg.RequestTimeout)
 					}
 				}
+				if s.replication != "" {
+					// From the promotion, until every instance answers.
+					var ok bool
+					recovery, ok = measureRecoveryAll(ctx, cl, insts, cfg)
+					down += recovery
+					if !ok && ctx.Err() == nil {
+						cl.dirtyf("the services did not all answer successfully within %s of the promotion", cfg.RequestTimeout)
+					} else if recovery > RecoveryTarget {
+						cl.dirtyf("the services answered %s after the promotion, over the %s target", recovery.Round(time.Millisecond), RecoveryTarget)
+					}
+				}
 				unavailable = max(unavailable, down)
 			}
 		}()
@@ -402,6 +444,28 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 				"and its key runs again when re-sent after the lease (idem's documented limit, not a defect); raise %s above the outage",
 			unavailable.Round(time.Millisecond), lease, leaseKnob))
 	}
+	if s.replication != "" {
+		l, err := countLosses(ctx, e, keys, pairs)
+		if err != nil {
+			return r, err
+		}
+		r.LostRecords, r.RanAgain, r.AckedRecords = l.records, l.ranAgain, l.acked
+		r.LostIncrements, r.AckedIncrements = l.increments, l.ackedIncrements
+		r.AmbiguousKeys, r.AmbiguousPairs = l.ambiguousKeys, l.ambiguousPairs
+		notes = append(notes, l.note())
+		// The ambiguous writes are reported above and not checked; the lost
+		// ones are the cost of asynchronous replication, and a violation
+		// with synchronous replication.
+		keys, pairs = l.without(keys, pairs, s.replication == "async")
+		if s.replication == "sync" {
+			if c := lagConfigError(cfg); c != "" {
+				r.ConfigErrors = append(r.ConfigErrors, c)
+			} else if l.records > 0 || l.increments > 0 {
+				r.Violations = append(r.Violations, "synchronous replication lost acknowledged writes: "+l.note())
+			}
+		}
+		r.Note = strings.Join(notes, "; ")
+	}
 	if !s.bare {
 		v, once, err := checkInvariants(ctx, e, keys, pairs)
 		if err != nil {
@@ -453,6 +517,29 @@ func measureRecovery(ctx context.Context, cl *client, base string, cfg Config) (
 		case <-time.After(20 * time.Millisecond): // client back-off between probes
 		}
 	}
+}
+
+// measureRecoveryAll runs measureRecovery on every instance at once and
+// returns the longest, and whether all recovered.
+func measureRecoveryAll(ctx context.Context, cl *client, insts []*instance, cfg Config) (time.Duration, bool) {
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		longest time.Duration
+		all     = true
+	)
+	for _, in := range insts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, ok := measureRecovery(ctx, cl, in.server.URL, cfg)
+			mu.Lock()
+			defer mu.Unlock()
+			longest, all = max(longest, d), all && ok
+		}()
+	}
+	wg.Wait()
+	return longest, all
 }
 
 // retryUnanswered resends each key without a final answer until it gets
