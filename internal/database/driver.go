@@ -194,26 +194,26 @@ func quoteIdent(s string) string {
 // optional interface through to the driver's connection.
 type conn struct {
 	driver.Conn
-	readOnly atomic.Bool // read-only or ended: drop it
+	bad atomic.Bool // read-only or ended by the server: drop it
 }
 
-// seen marks c unusable when err says the session is read-only, and
-// reports a session the server ended (terminated, crashed, not accepting
-// connections) as driver.ErrBadConn too, as lib/pq does for every FATAL
-// error, so that database/sql drops the connection and runs an
-// autocommitted statement again on another: the server ended the session
-// before the statement could commit, so it did not run. (pgx returns the
-// server's error alone, and the pool would hand a request a connection
-// killed while idle.)
+// seen marks c unusable when err says the session is read-only (a
+// standby, a server turned read-only) or was ended by the server
+// (terminated, crashed, not accepting connections), and reports it as
+// driver.ErrBadConn too, as lib/pq does for every FATAL error: database/sql
+// then drops the connection and, when the error came before any row, runs
+// an autocommitted statement again on another. That is safe: a read-only
+// session refuses a write before it runs, and a session the server ended
+// cannot have committed the statement it answered with the error. (pgx
+// returns the server's error alone, and the pool would hand a request a
+// connection killed while idle.) Inside a transaction nothing is run again.
 func (c *conn) seen(err error) error {
 	if err == nil {
 		return nil
 	}
 	switch SQLState(err) {
-	case ReadOnlyTransaction:
-		c.readOnly.Store(true)
-	case AdminShutdown, CrashShutdown, CannotConnectNow:
-		c.readOnly.Store(true) // unusable either way
+	case ReadOnlyTransaction, AdminShutdown, CrashShutdown, CannotConnectNow:
+		c.bad.Store(true)
 		return fmt.Errorf("%w (%w)", err, driver.ErrBadConn)
 	}
 	return err
@@ -282,7 +282,7 @@ func (c *conn) Ping(ctx context.Context) error {
 }
 
 func (c *conn) ResetSession(ctx context.Context) error {
-	if c.readOnly.Load() {
+	if c.bad.Load() {
 		return driver.ErrBadConn
 	}
 	if r, ok := c.Conn.(driver.SessionResetter); ok {
@@ -292,7 +292,7 @@ func (c *conn) ResetSession(ctx context.Context) error {
 }
 
 func (c *conn) IsValid() bool {
-	if c.readOnly.Load() {
+	if c.bad.Load() {
 		return false
 	}
 	if v, ok := c.Conn.(driver.Validator); ok {
