@@ -174,3 +174,44 @@ func TestCommandsThroughTransactionPoolerRefuse(t *testing.T) {
 	assert.True(t, tableExists(t, db, "public.auth_attempts"), "reset dropped nothing")
 	assert.Empty(t, migrationLocks(t, db))
 }
+
+// A migration lock that cannot be released fails the run (exit 1) with a
+// line saying so, after the files were applied; nothing holds it after.
+func TestApplyReportsFailedUnlock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.EmptyURL(t)
+	dir := migrationsDir(t, map[string]string{later: "SELECT pg_advisory_xact_lock(4242);\n"})
+	admin := pgtest.Open(t, url)
+	// Hold key 4242 so that the later file waits inside the migration lock.
+	hold, err := admin.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	defer func() { _ = hold.Rollback() }()
+	_, err = hold.Exec(`SELECT pg_advisory_xact_lock(4242)`)
+	require.NoError(t, err)
+
+	done := make(chan result, 1)
+	go func() { done <- dbctl(t, "migrate", "apply", "--url", url, "--dir", dir) }()
+	// Once the file waits for 4242, end the session holding the migration
+	// lock, then let the file finish.
+	var holder int
+	for holder == 0 {
+		err := admin.QueryRow(`SELECT coalesce((SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objid <> 4242
+			AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND EXISTS (SELECT 1 FROM pg_locks w WHERE w.locktype = 'advisory' AND NOT w.granted AND w.objid = 4242)), 0)`).Scan(&holder)
+		require.NoError(t, err)
+	}
+	var ok bool
+	require.NoError(t, admin.QueryRow(`SELECT pg_terminate_backend($1, 10000)`, holder).Scan(&ok))
+	require.True(t, ok)
+	require.NoError(t, hold.Rollback())
+
+	r := <-done
+	assert.Equal(t, exitFail, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "Applied "+later)
+	assert.Equal(t, 1, lines(r.stderr), r.stderr)
+	assert.True(t, strings.HasPrefix(r.stderr, "dbctl migrate apply: migration: release migration lock: "), r.stderr)
+	assert.Contains(t, r.stderr, "pg_terminate_backend")
+	assert.Empty(t, migrationLocks(t, admin))
+	assert.Len(t, revisions(t, admin, "atlas_schema_revisions"), 2)
+}
