@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // ErrPooled is returned by [CheckSession] and [Apply] when the connection
@@ -164,10 +166,20 @@ func takeLock(ctx context.Context, db *sql.DB, name string, timeout time.Duratio
 		_ = conn.Close()
 		return nil, err
 	}
-	if holders, err := l.holders(ctx); err != nil || len(holders) != 1 || holders[0] != pid {
-		return nil, errors.Join(l.wrongHolder(ctx, holders, err), l.discard())
+	if err := l.verify(ctx); err != nil {
+		return nil, err
 	}
 	return l, nil
+}
+
+// verify checks that the lock, just taken, is held by the session's
+// backend alone. When it is not, it releases it (see [sessionLock.wrongHolder])
+// and closes the session.
+func (l *sessionLock) verify(ctx context.Context) error {
+	if holders, current, err := l.holders(ctx); err != nil || current != l.pid || len(holders) != 1 || holders[0] != l.pid {
+		return errors.Join(l.wrongHolder(ctx, holders, current, err), l.discard())
+	}
+	return nil
 }
 
 // acquire polls pg_try_advisory_lock, as the Atlas CLI does, so that a
@@ -199,28 +211,20 @@ func (l *sessionLock) acquire(ctx context.Context, timeout time.Duration) error 
 	}
 }
 
-// holders returns the backends of this database that hold the lock.
-func (l *sessionLock) holders(ctx context.Context) ([]int, error) {
-	rows, err := l.conn.QueryContext(ctx, fmt.Sprintf(`SELECT pid FROM pg_locks
+// holders returns the backends of this database that hold the lock, and
+// the backend that ran the query: the session's, unless a pooler moved it.
+func (l *sessionLock) holders(ctx context.Context) (pids []int, current int, err error) {
+	var held pq.Int64Array
+	err = l.conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT pg_backend_pid(), coalesce(array_agg(pid ORDER BY pid), '{}') FROM pg_locks
 		WHERE locktype = 'advisory' AND granted AND classid = 0 AND objid = %d AND objsubid = 1
-		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		ORDER BY pid`, l.key))
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, l.key)).Scan(&current, &held)
 	if err != nil {
-		return nil, fmt.Errorf("migration: read the migration lock's holder: %w", err)
+		return nil, 0, fmt.Errorf("migration: read the migration lock's holder: %w", err)
 	}
-	defer rows.Close()
-	var pids []int
-	for rows.Next() {
-		var pid int
-		if err := rows.Scan(&pid); err != nil {
-			return nil, fmt.Errorf("migration: read the migration lock's holder: %w", err)
-		}
-		pids = append(pids, pid)
+	for _, pid := range held {
+		pids = append(pids, int(pid))
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("migration: read the migration lock's holder: %w", err)
-	}
-	return pids, nil
+	return pids, current, nil
 }
 
 // wrongHolder is the error for a lock that this session's backend does not
@@ -228,20 +232,24 @@ func (l *sessionLock) holders(ctx context.Context) ([]int, error) {
 // backend the session no longer has, which only a pooler does. That
 // backend took the lock for this run a moment ago; it is terminated so that
 // the lock does not stay behind on an idle pooled connection.
-func (l *sessionLock) wrongHolder(ctx context.Context, holders []int, err error) error {
+func (l *sessionLock) wrongHolder(ctx context.Context, holders []int, current int, err error) error {
 	if err != nil {
 		return err
 	}
+	if current != l.pid {
+		err = fmt.Errorf("%w: the session's statements ran on backends %d and %d, and backend(s) %v hold the migration lock", ErrPooled, l.pid, current, holders)
+	} else {
+		err = fmt.Errorf("%w: the migration lock was taken by backend(s) %v, not by this session's backend %d", ErrPooled, holders, l.pid)
+	}
 	var msgs []string
 	for _, pid := range holders {
-		if pid == l.pid {
-			continue
+		if pid == current {
+			continue // ended with the session, by discard
 		}
 		if _, terr := l.db.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf(`SELECT pg_terminate_backend(%d)`, pid)); terr != nil {
 			msgs = append(msgs, fmt.Sprintf("backend %d still holds it and could not be terminated (%v): end it with SELECT pg_terminate_backend(%d)", pid, terr, pid))
 		}
 	}
-	err = fmt.Errorf("%w: the migration lock was taken by backend(s) %v, not by this session's backend %d", ErrPooled, holders, l.pid)
 	if len(msgs) > 0 {
 		err = fmt.Errorf("%w; %s", err, strings.Join(msgs, "; "))
 	}
@@ -269,12 +277,12 @@ func (l *sessionLock) release(ctx context.Context) error {
 }
 
 func (l *sessionLock) unlock(ctx context.Context) error {
-	holders, err := l.holders(ctx)
+	holders, current, err := l.holders(ctx)
 	if err != nil {
 		return err
 	}
-	if len(holders) != 1 || holders[0] != l.pid {
-		return fmt.Errorf("this session's backend %d no longer holds it; holders now: %v", l.pid, holders)
+	if current != l.pid || len(holders) != 1 || holders[0] != l.pid {
+		return fmt.Errorf("the session's backend %d no longer holds it (the check ran on backend %d; holders now: %v)", l.pid, current, holders)
 	}
 	var released bool
 	if err := l.conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT pg_advisory_unlock(%d)`, l.key)).Scan(&released); err != nil {
