@@ -51,7 +51,7 @@ func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Write
 			"equal, that version is recorded as a baseline and later files are applied; when not, nothing\n"+
 			"is done and the differences are printed (exit 1). _prisma_migrations is never modified.\n"+
 			"Exit 0 applied or nothing to do, 1 a failed statement, a refused baseline or a held lock,\n"+
-			"2 bad usage or an unreachable database.",
+			"2 bad usage, an unreachable database or a transaction pooler (use DIRECT_URL, see dbctl -h).",
 		"dbctl migrate apply --url 'postgres://app@db:5432/klozd?sslmode=require' --dry-run", stderr)
 	dbURL := urlFlag(fs)
 	dirPath := dirFlag(fs)
@@ -89,7 +89,12 @@ func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Write
 		var fe *migration.FileError
 		if errors.As(err, &fe) {
 			res.Error.File, res.Error.Statement = fe.File, oneLine(fe.Stmt)
-			fmt.Fprintf(stderr, "%s: %s: statement failed: %s; statement: %s\n", name, fe.File, oneLine(fe.Err.Error()), oneLine(fe.Stmt))
+			msg := fmt.Sprintf("%s: statement failed: %s; statement: %s", fe.File, oneLine(fe.Err.Error()), oneLine(fe.Stmt))
+			var ue *migration.UnlockError
+			if errors.As(err, &ue) {
+				msg += "; " + oneLine(ue.Error())
+			}
+			fmt.Fprintf(stderr, "%s: %s\n", name, msg)
 		} else {
 			fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
 		}
@@ -98,7 +103,7 @@ func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := migration.Validate(dir); err != nil {
 		return fail(err)
 	}
-	db, err := connect(ctx, *dbURL)
+	db, err := connectSession(ctx, *dbURL)
 	if err != nil {
 		return usageErr(stderr, name, err)
 	}
@@ -183,6 +188,13 @@ func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	if !*asJSON {
 		printApplied(stdout, res)
+	}
+	if errors.Is(err, migration.ErrPooled) {
+		// Caught by Apply's own probe when the first one missed it.
+		err = sessionError(*dbURL, err)
+		res.Error = &applyError{Message: oneLine(err.Error())}
+		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
+		return out(exitUsage)
 	}
 	if errors.Is(err, migration.ErrLocked) {
 		return fail(fmt.Errorf("%w: another dbctl or atlas migrate apply is running on this database; try again, or raise --lock-timeout", err))

@@ -16,9 +16,12 @@ func runDrift(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		"Checks that atlas.sum matches the migration files, that the ent schema needs no new migration,\n"+
 			"that the migrations build exactly the spec (spec/migration.sql), and with --url that a live\n"+
 			"database matches the migrations (atlas_schema_revisions and _prisma_migrations are ignored).\n"+
-			"Prints 'in sync' or the differences. Exit 0 in sync, 1 drift, 2 bad usage or unreachable.",
+			"Prints 'in sync' or the differences. Exit 0 in sync, 1 drift, 2 bad usage, unreachable or a\n"+
+			"transaction pooler (use DIRECT_URL, see dbctl -h).",
 		"dbctl drift --url postgres://app@db:5432/klozd --json", stderr)
-	liveURL := envFlag(fs, "url", "DATABASE_URL", "`URL` of a live database to compare with the migrations (default: $DATABASE_URL; none: skip that check)")
+	liveURL := envFlag(fs, "url",
+		"`URL` of a live database to compare with the migrations, direct to PostgreSQL (default: $DIRECT_URL, else $DATABASE_URL; see dbctl -h; none: skip that check)",
+		"DIRECT_URL", "DATABASE_URL")
 	devURL := devURLFlag(fs)
 	dirPath := dirFlag(fs)
 	noSpec := fs.Bool("no-spec", false, "skip the comparison with spec/migration.sql")
@@ -37,7 +40,7 @@ func runDrift(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if _, liveSchema, err = migration.SchemasFor(*liveURL); err != nil {
 			return usageErr(stderr, name, err)
 		}
-		db, err := connect(ctx, *liveURL)
+		db, err := connectSession(ctx, *liveURL)
 		if err != nil {
 			return usageErr(stderr, name, err)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/klozd/api/internal/database"
 	"github.com/klozd/api/internal/devdb"
+	"github.com/klozd/api/internal/migration"
 )
 
 // newFlags returns a flag set that prints usage with an example and
@@ -51,16 +52,25 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (int, bool) {
 	return 0, true
 }
 
-// urlFlag adds --url, defaulting to DATABASE_URL.
+// urlUsage is the help of --url; the package doc says why DIRECT_URL
+// comes first.
+const urlUsage = "database `URL`, direct to PostgreSQL, not through a transaction pooler (default: $DIRECT_URL, else $DATABASE_URL; see dbctl -h)"
+
+// urlFlag adds --url, defaulting to DIRECT_URL, else DATABASE_URL.
 func urlFlag(fs *flag.FlagSet) *string {
-	return envFlag(fs, "url", "DATABASE_URL", "database `URL` (default: $DATABASE_URL)")
+	return envFlag(fs, "url", urlUsage, "DIRECT_URL", "DATABASE_URL")
 }
 
-// envFlag adds a string flag defaulting to the environment variable env,
-// whose value -h does not print: a database URL may hold a password.
-func envFlag(fs *flag.FlagSet, name, env, usage string) *string {
+// envFlag adds a string flag defaulting to the first of the environment
+// variables envs that is set, whose value -h does not print: a database
+// URL may hold a password.
+func envFlag(fs *flag.FlagSet, name, usage string, envs ...string) *string {
 	v := envValue{p: new(string)}
-	*v.p = os.Getenv(env)
+	for _, env := range envs {
+		if *v.p = os.Getenv(env); *v.p != "" {
+			break
+		}
+	}
 	fs.Var(v, name, usage)
 	return v.p
 }
@@ -76,8 +86,9 @@ func dirFlag(fs *flag.FlagSet) *string {
 }
 
 func devURLFlag(fs *flag.FlagSet) *string {
-	return envFlag(fs, "dev-url", "DEV_DATABASE_URL",
-		"`URL` of a server for scratch databases, needs CREATEDB (default: $DEV_DATABASE_URL, else a throwaway local PostgreSQL)")
+	return envFlag(fs, "dev-url",
+		"`URL` of a server for scratch databases, needs CREATEDB (default: $DEV_DATABASE_URL, else a throwaway local PostgreSQL)",
+		"DEV_DATABASE_URL")
 }
 
 func openDir(path string) (*migrate.LocalDir, error) {
@@ -87,11 +98,44 @@ func openDir(path string) (*migrate.LocalDir, error) {
 	return migrate.NewLocalDir(path)
 }
 
+// errNoURL is the error for a command without a database URL.
+var errNoURL = errors.New("no database URL: pass --url or set DIRECT_URL or DATABASE_URL")
+
+// connectSession is [connect] for the commands that need a PostgreSQL
+// session to last from one statement to the next: it refuses, with one
+// line naming the fix, a URL that goes through a transaction pooler (see
+// [migration.CheckSession]).
+func connectSession(ctx context.Context, rawURL string) (*sql.DB, error) {
+	db, err := connect(ctx, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := migration.CheckSession(ctx, db); err != nil {
+		_ = db.Close()
+		return nil, sessionError(rawURL, err)
+	}
+	return db, nil
+}
+
+// sessionError explains a failed [migration.CheckSession] on rawURL.
+func sessionError(rawURL string, err error) error {
+	if !errors.Is(err, migration.ErrPooled) {
+		return err
+	}
+	host, herr := database.EffectiveHost(rawURL)
+	if herr != nil {
+		host = "the URL's host"
+	}
+	return fmt.Errorf("%s pools connections by transaction (%s), which breaks the migration lock and prepared statements: "+
+		"point --url or DIRECT_URL at PostgreSQL itself or a session pooler (as Prisma's directUrl)",
+		host, strings.TrimPrefix(err.Error(), migration.ErrPooled.Error()+": "))
+}
+
 // connect opens and pings the database at rawURL, returning an error of one
 // line that names the host and port when it cannot be reached.
 func connect(ctx context.Context, rawURL string) (*sql.DB, error) {
 	if rawURL == "" {
-		return nil, errors.New("no database URL: pass --url or set DATABASE_URL")
+		return nil, errNoURL
 	}
 	db, err := database.Open(rawURL)
 	if err != nil {

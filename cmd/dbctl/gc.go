@@ -26,8 +26,8 @@ func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			"idempotency_records, in batches that skip rows other sessions hold, so it is safe to run from\n"+
 			"cron on several hosts at once. Prints how many rows went; --dry-run only counts them.\n"+
 			"--window must be at least the Window of the lockout Policy your services use; a shorter one\n"+
-			"deletes counters that are still counting. Exit 0 done, 1 a failed purge, 2 bad usage or an\n"+
-			"unreachable database.",
+			"deletes counters that are still counting. Exit 0 done, 1 a failed purge, 2 bad usage, an\n"+
+			"unreachable database or a transaction pooler (use DIRECT_URL, see dbctl -h).",
 		"dbctl gc --url postgres://app@db:5432/klozd --window 15m", stderr)
 	dbURL := urlFlag(fs)
 	dryRun := fs.Bool("dry-run", false, "count the rows that would be deleted, delete nothing")
@@ -45,7 +45,7 @@ func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *window < time.Minute {
 		return usageErr(stderr, name, fmt.Errorf("--window %s is shorter than 1m, likely a mistake: it must be at least your lockout Policy's Window (default %s), or gc deletes counters still counting", *window, lockout.DefaultWindow))
 	}
-	db, err := connect(ctx, *dbURL)
+	db, err := connectSession(ctx, *dbURL)
 	if err != nil {
 		return usageErr(stderr, name, err)
 	}

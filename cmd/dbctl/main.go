@@ -16,12 +16,29 @@
 //	dbctl gc [--url URL] [--dry-run] [--window D] [--batch N] [--json]
 //	dbctl check-durability [--url URL] [--require-standby] [--json]
 //
-// --url defaults to $DATABASE_URL everywhere, --dev-url to
-// $DEV_DATABASE_URL (else a throwaway local PostgreSQL), --dir to
+// --url defaults to $DIRECT_URL, else $DATABASE_URL, everywhere; --dev-url
+// to $DEV_DATABASE_URL (else a throwaway local PostgreSQL); --dir to
 // migrations. -h on a command lists its flags with an example. The
 // revisions table is where the Atlas CLI puts it for the same URL:
 // atlas_schema_revisions.atlas_schema_revisions, or
 // <schema>.atlas_schema_revisions when the URL carries search_path=<schema>.
+//
+// # Direct connections
+//
+// dbctl needs a direct connection to PostgreSQL, or one through a session
+// pooler: the migration lock is a session-level advisory lock, and lib/pq
+// runs a statement with parameters in two round trips of one session. A
+// transaction pooler (PgBouncer's pool_mode=transaction, as in front of
+// many hosted databases) hands the server session to another client
+// between transactions: concurrent runs would all take the lock, the lock
+// would stay behind on an idle pooled connection, and statements would
+// fail with "unnamed prepared statement does not exist". So, as Prisma
+// reads directUrl for its migrations, dbctl reads $DIRECT_URL before
+// $DATABASE_URL: keep DATABASE_URL on the pooler for the services and set
+// DIRECT_URL to PostgreSQL itself. Every command that connects to the
+// target database (migrate apply, status, reset, drift --url, gc) first
+// probes for a transaction pooler and, finding one, changes nothing and
+// exits 2 with one line naming the fix.
 //
 // gc's --window must be at least the Window of the lockout Policy the
 // services use (default 15m): a shorter one deletes counters that are still
@@ -32,10 +49,11 @@
 //	0  success: in sync, applied, up to date, no lint errors
 //	1  failure: drift found, a failed migration, a refused baseline, a
 //	   destructive change without "-- atlas:nolint destructive", a file that
-//	   fails to replay in lint, a held lock, a failed gc purge, an internal
-//	   error; for migrate status, the status could not be read
-//	2  bad usage, unknown flag, unreachable database, bad credentials, an
-//	   unusable dev database
+//	   fails to replay in lint, a held lock, a migration lock that could not
+//	   be released, a failed gc purge, an internal error; for migrate
+//	   status, the status could not be read
+//	2  bad usage, unknown flag, unreachable database, bad credentials, a
+//	   URL through a transaction pooler, an unusable dev database
 //	3  migrate status: pending files
 //	4  migrate status: a failed (partially applied) revision
 //	5  migrate status: revisions the migration directory does not have
@@ -123,10 +141,11 @@ func usage(w io.Writer, prefix string, cmds []command) {
 	}
 	fmt.Fprintf(w, "\nRun '%s <command> -h' for a command's flags and an example.\n", prefix)
 	fmt.Fprint(w, `
---url defaults to $DATABASE_URL. Exit codes:
+--url defaults to $DIRECT_URL, else $DATABASE_URL: a direct connection to PostgreSQL
+(as Prisma's directUrl), never through a transaction pooler. Exit codes:
   0 success   1 drift, failed migration, refused baseline, lint error, held lock,
-              failed gc, status that could not be read
-  2 bad usage, unknown flag, unreachable database, bad credentials
+              failed gc, status that could not be read, a lock that was not released
+  2 bad usage, unknown flag, unreachable database, bad credentials, transaction pooler
   3 status: pending   4 status: failed   5 status: unknown revisions
 `)
 }

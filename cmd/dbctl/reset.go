@@ -35,7 +35,8 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 			"else ?host=, else $PGHOST, else localhost; ?hostaddr= or $PGHOSTADDR when set) and refuses one\n"+
 			"that is not localhost, a loopback address or a Unix socket unless --force. Asks for\n"+
 			"confirmation on a terminal; without a terminal it needs --yes.\n"+
-			"Exit 0 reset, 1 a failed migration, 2 refused, bad usage or an unreachable database.",
+			"Exit 0 reset, 1 a failed migration, 2 refused, bad usage, an unreachable database or a\n"+
+			"transaction pooler (use DIRECT_URL, see dbctl -h).",
 		"dbctl migrate reset --url postgres://postgres@localhost:5432/klozd_dev --yes", stderr)
 	dbURL := urlFlag(fs)
 	dirPath := dirFlag(fs)
@@ -46,7 +47,7 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 		return code
 	}
 	if *dbURL == "" {
-		return usageErr(stderr, name, fmt.Errorf("no database URL: pass --url or set DATABASE_URL"))
+		return usageErr(stderr, name, errNoURL)
 	}
 	u, err := url.Parse(*dbURL)
 	if err != nil {
@@ -89,7 +90,7 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 			return exitUsage
 		}
 	}
-	db, err := connect(ctx, *dbURL)
+	db, err := connectSession(ctx, *dbURL)
 	if err != nil {
 		return usageErr(stderr, name, err)
 	}

@@ -22,7 +22,8 @@ func runMigrateStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 			"not in the directory) versions, and files added out of order (older than the latest applied\n"+
 			"version: apply refuses them, as the Atlas CLI does, and they count as pending). Changes nothing.\n"+
 			"Exit 0 up to date, 3 pending files, 4 a failed revision, 5 unknown revisions (the highest\n"+
-			"wins), 1 the status could not be read, 2 bad usage or an unreachable database.",
+			"wins), 1 the status could not be read, 2 bad usage, an unreachable database or a transaction\n"+
+			"pooler (use DIRECT_URL, see dbctl -h).",
 		"dbctl migrate status --url postgres://app@db:5432/klozd --json", stderr)
 	dbURL := urlFlag(fs)
 	dirPath := dirFlag(fs)
@@ -38,7 +39,7 @@ func runMigrateStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return usageErr(stderr, name, err)
 	}
-	db, err := connect(ctx, *dbURL)
+	db, err := connectSession(ctx, *dbURL)
 	if err != nil {
 		return usageErr(stderr, name, err)
 	}

@@ -68,7 +68,15 @@ func (e *FileError) Unwrap() error { return e.Err }
 // Apply validates atlas.sum, then applies the pending files of dir to db,
 // each in its own transaction together with its revision row, under the
 // advisory lock the Atlas CLI uses. Running it again is a no-op.
-func Apply(ctx context.Context, db *sql.DB, dir migrate.Dir, opts ApplyOptions) (*ApplyReport, error) {
+//
+// The lock is taken on a dedicated session, after [CheckSession]'s probe:
+// on a connection through a transaction pooler Apply returns an error
+// wrapping [ErrPooled] and changes nothing. The holder of the lock is
+// checked right after taking it and again before releasing it. A lock that
+// cannot be released as it should is reported as an [UnlockError], joined
+// with the run's own error, and its session is closed so that the server
+// drops it: Apply never returns with the lock held.
+func Apply(ctx context.Context, db *sql.DB, dir migrate.Dir, opts ApplyOptions) (report *ApplyReport, err error) {
 	if err := Validate(dir); err != nil {
 		return nil, err
 	}
@@ -80,13 +88,15 @@ func Apply(ctx context.Context, db *sql.DB, dir migrate.Dir, opts ApplyOptions) 
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	unlock, err := drv.(schema.Locker).Lock(ctx, lockName, timeout)
-	if errors.Is(err, schema.ErrLocked) {
-		return nil, fmt.Errorf("%w (waited %s)", ErrLocked, timeout)
-	} else if err != nil {
-		return nil, fmt.Errorf("migration: take migration lock: %w", err)
+	lock, err := takeLock(ctx, db, lockName, timeout)
+	if err != nil {
+		return nil, err
 	}
-	defer func() { _ = unlock() }()
+	defer func() {
+		if uerr := lock.release(ctx); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+	}()
 
 	revs := NewRevisions(db, opts.RevisionsSchema)
 	if err := revs.Init(ctx); err != nil {
@@ -108,7 +118,7 @@ func Apply(ctx context.Context, db *sql.DB, dir migrate.Dir, opts ApplyOptions) 
 	if err != nil {
 		return nil, err
 	}
-	report := &ApplyReport{}
+	report = &ApplyReport{}
 	if len(before) == 0 && opts.Baseline != "" {
 		report.Baseline = opts.Baseline
 	}
