@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // OpenConfig opens a pool on rawURL (see [DSN] for what it makes of the
@@ -54,6 +56,14 @@ func OpenConfig(rawURL string, cfg Config) (*sql.DB, error) {
 }
 
 func openConnector(name, dsn string) (driver.Connector, error) {
+	if name == DriverPQ {
+		c, err := pq.NewConnector(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("database: open: %w", ParseError(err))
+		}
+		c.Dialer(netDialer{})
+		return c, nil
+	}
 	registered := false
 	for _, d := range sql.Drivers() {
 		registered = registered || d == name
@@ -112,17 +122,28 @@ type connector struct {
 func (c *connector) Driver() driver.Driver { return c.drv }
 
 func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
-	dc, err := c.base.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if c.statementTimeout > 0 || c.lockTimeout > 0 {
-		if err := c.checkTimeouts(ctx, dc); err != nil {
+	socks := &sockets{}
+	// The whole connection start (dial, TLS, authentication, the timeout
+	// check) ends when ctx does.
+	stop := context.AfterFunc(ctx, socks.kill)
+	defer stop()
+	dc, err := c.base.Connect(context.WithValue(ctx, socketsKey{}, socks))
+	if err == nil && (c.statementTimeout > 0 || c.lockTimeout > 0) {
+		if err = c.checkTimeouts(ctx, dc); err != nil {
 			_ = dc.Close()
-			return nil, err
 		}
 	}
-	return &conn{Conn: dc}, nil
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("database: connect: %w (%w)", ctx.Err(), err)
+		}
+		return nil, err
+	}
+	cn := &conn{Conn: dc}
+	if len(socks.conns) > 0 {
+		cn.socks = socks
+	}
+	return cn, nil
 }
 
 // checkTimeouts fails unless the session's statement_timeout and
@@ -194,7 +215,28 @@ func quoteIdent(s string) string {
 // optional interface through to the driver's connection.
 type conn struct {
 	driver.Conn
-	bad atomic.Bool // read-only or ended by the server: drop it
+	bad   atomic.Bool // read-only, ended by the server, or cut by a deadline: drop it
+	socks *sockets    // nil when the driver dials for itself (pgx)
+}
+
+// watch closes c's sockets and marks c bad if ctx ends before the returned
+// stop is called (see [DeadlineSlack]).
+func (c *conn) watch(ctx context.Context) (stop func() bool) {
+	if c.socks == nil || ctx.Done() == nil {
+		return func() bool { return true }
+	}
+	return context.AfterFunc(ctx, func() {
+		c.bad.Store(true)
+		c.socks.kill()
+	})
+}
+
+// cut returns err, or ctx's error when the call was cut short by ctx.
+func cut(ctx context.Context, stopped bool, err error) error {
+	if err != nil && !stopped && ctx.Err() != nil {
+		return fmt.Errorf("database: %w: the connection was closed to end the call (%w)", ctx.Err(), err)
+	}
+	return err
 }
 
 // seen marks c unusable when err says the session is read-only (a
@@ -232,8 +274,9 @@ func (c *conn) PrepareContext(ctx context.Context, query string) (driver.Stmt, e
 	if !ok {
 		return c.Prepare(query)
 	}
+	stop := c.watch(ctx)
 	st, err := p.PrepareContext(ctx, query)
-	if err != nil {
+	if err = cut(ctx, stop(), err); err != nil {
 		return nil, c.seen(err)
 	}
 	return &stmt{Stmt: st, c: c}, nil
@@ -242,15 +285,18 @@ func (c *conn) PrepareContext(ctx context.Context, query string) (driver.Stmt, e
 func (c *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
 	var tx driver.Tx
 	var err error
+	// The transaction lives on ctx: database/sql rolls it back when ctx
+	// ends, and the watch ends a commit or rollback blocked then.
+	stop := c.watch(ctx)
 	if b, ok := c.Conn.(driver.ConnBeginTx); ok {
 		tx, err = b.BeginTx(ctx, opts)
 	} else {
 		tx, err = c.Conn.Begin()
 	}
 	if err != nil {
-		return nil, c.seen(err)
+		return nil, c.seen(cut(ctx, stop(), err))
 	}
-	return &txn{Tx: tx, c: c}, nil
+	return &txn{Tx: tx, c: c, ctx: ctx, stop: stop}, nil
 }
 
 func (c *conn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
@@ -258,11 +304,14 @@ func (c *conn) QueryContext(ctx context.Context, query string, args []driver.Nam
 	if !ok {
 		return nil, driver.ErrSkip
 	}
+	stop := c.watch(ctx)
 	r, err := q.QueryContext(ctx, query, args)
 	if err != nil {
-		return nil, c.seen(err)
+		return nil, c.seen(cut(ctx, stop(), err))
 	}
-	return &rows{Rows: r, c: c}, nil
+	// Rows are read after QueryContext returns: the watch lasts until
+	// they are closed.
+	return &rows{Rows: r, c: c, ctx: ctx, stop: stop}, nil
 }
 
 func (c *conn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
@@ -270,13 +319,16 @@ func (c *conn) ExecContext(ctx context.Context, query string, args []driver.Name
 	if !ok {
 		return nil, driver.ErrSkip
 	}
+	stop := c.watch(ctx)
 	res, err := e.ExecContext(ctx, query, args)
-	return res, c.seen(err)
+	return res, c.seen(cut(ctx, stop(), err))
 }
 
 func (c *conn) Ping(ctx context.Context) error {
 	if p, ok := c.Conn.(driver.Pinger); ok {
-		return c.seen(p.Ping(ctx))
+		stop := c.watch(ctx)
+		err := p.Ping(ctx)
+		return c.seen(cut(ctx, stop(), err))
 	}
 	return nil
 }
@@ -314,10 +366,20 @@ func (c *conn) Raw() driver.Conn { return c.Conn }
 
 type txn struct {
 	driver.Tx
-	c *conn
+	c    *conn
+	ctx  context.Context
+	stop func() bool
 }
 
-func (t *txn) Commit() error { return t.c.seen(t.Tx.Commit()) }
+func (t *txn) Commit() error {
+	err := t.Tx.Commit()
+	return t.c.seen(cut(t.ctx, t.stop(), err))
+}
+
+func (t *txn) Rollback() error {
+	err := t.Tx.Rollback()
+	return t.c.seen(cut(t.ctx, t.stop(), err))
+}
 
 type stmt struct {
 	driver.Stmt
@@ -346,8 +408,9 @@ func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (drive
 		}
 		return s.Exec(vals)
 	}
+	stop := s.c.watch(ctx)
 	res, err := e.ExecContext(ctx, args)
-	return res, s.c.seen(err)
+	return res, s.c.seen(cut(ctx, stop(), err))
 }
 
 func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
@@ -359,11 +422,12 @@ func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driv
 		}
 		return s.Query(vals)
 	}
+	stop := s.c.watch(ctx)
 	r, err := q.QueryContext(ctx, args)
 	if err != nil {
-		return nil, s.c.seen(err)
+		return nil, s.c.seen(cut(ctx, stop(), err))
 	}
-	return &rows{Rows: r, c: s.c}, nil
+	return &rows{Rows: r, c: s.c, ctx: ctx, stop: stop}, nil
 }
 
 func (s *stmt) CheckNamedValue(nv *driver.NamedValue) error {
@@ -388,10 +452,26 @@ func values(args []driver.NamedValue) ([]driver.Value, error) {
 // arrives with the first row (as an INSERT … RETURNING's does).
 type rows struct {
 	driver.Rows
-	c *conn
+	c    *conn
+	ctx  context.Context
+	stop func() bool // nil for rows of the driver's own Query
 }
 
-func (r *rows) Next(dest []driver.Value) error { return r.c.seen(r.Rows.Next(dest)) }
+func (r *rows) Next(dest []driver.Value) error {
+	err := r.Rows.Next(dest)
+	if err != nil && err != io.EOF && r.ctx != nil && r.ctx.Err() != nil {
+		err = fmt.Errorf("database: %w: the connection was closed to end the call (%w)", r.ctx.Err(), err)
+	}
+	return r.c.seen(err)
+}
+
+func (r *rows) Close() error {
+	err := r.Rows.Close()
+	if r.stop != nil {
+		r.stop()
+	}
+	return err
+}
 
 func (r *rows) HasNextResultSet() bool {
 	n, ok := r.Rows.(driver.RowsNextResultSet)

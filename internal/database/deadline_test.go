@@ -1,0 +1,158 @@
+package database_test
+
+import (
+	"context"
+	"database/sql"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/klozd/api/internal/database"
+	"github.com/klozd/api/internal/pgtest"
+)
+
+// bound is how long past its deadline the tests let a call take before
+// they call it stuck: far above database.DeadlineSlack, so a loaded
+// machine does not fail them, and far below what a driver blocked on the
+// network takes (forever, until the fault ends).
+const bound = 3 * time.Second
+
+// returnsBy runs f with a context that ends after d and fails the test
+// unless f returns, with the context's error, by d + bound.
+func returnsBy(t *testing.T, d time.Duration, f func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f(ctx) }()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(d + bound):
+		t.Fatalf("the call had not returned %s after its %s deadline", bound, d)
+	}
+}
+
+// A server that accepts connections and never answers: connecting ends
+// with the caller's context.
+func TestConnectReturnsByDeadline(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var accepted []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepted = append(accepted, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range accepted {
+			_ = c.Close()
+		}
+	})
+	for _, drv := range []string{database.DriverPQ, database.DriverPGX} {
+		t.Run(drv, func(t *testing.T) {
+			t.Parallel()
+			db, err := database.OpenConfig("postgres://u@"+l.Addr().String()+"/db?sslmode=disable", database.Config{Driver: drv})
+			require.NoError(t, err)
+			defer db.Close()
+			returnsBy(t, 300*time.Millisecond, func(ctx context.Context) error {
+				return db.QueryRowContext(ctx, `SELECT 1`).Scan(new(int))
+			})
+		})
+	}
+}
+
+// An established connection whose backend is frozen (SIGSTOP, as a
+// partition or a stalled host would leave it): a statement, a
+// transaction's commit and a read of rows end with the caller's context,
+// and the connection is not used again.
+func TestFrozenBackendReturnsByDeadline(t *testing.T) {
+	t.Parallel()
+	if pgtest.Start(t).Cluster == nil {
+		t.Fatal("pgtest: this test stops a backend process, so it needs the local cluster: unset TEST_DATABASE_URL and DATABASE_URL")
+	}
+	for _, drv := range []string{database.DriverPQ, database.DriverPGX} {
+		t.Run(drv, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db, err := database.OpenConfig(pgtest.URL(t), database.Config{Driver: drv, MaxOpenConns: 1})
+			require.NoError(t, err)
+			defer db.Close()
+			freeze := func() (thaw func()) {
+				var pid int
+				require.NoError(t, db.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+				require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+				return func() { _ = syscall.Kill(pid, syscall.SIGCONT) }
+			}
+			for name, call := range map[string]func(ctx context.Context) error{
+				"query": func(ctx context.Context) error {
+					return db.QueryRowContext(ctx, `SELECT $1::int`, 1).Scan(new(int))
+				},
+				"exec": func(ctx context.Context) error {
+					_, err := db.ExecContext(ctx, `SELECT $1::int`, 1)
+					return err
+				},
+				"begin": func(ctx context.Context) error {
+					tx, err := db.BeginTx(ctx, nil)
+					if err == nil {
+						_ = tx.Rollback()
+					}
+					return err
+				},
+			} {
+				t.Run(name, func(t *testing.T) {
+					thaw := freeze()
+					t.Cleanup(thaw) // also when returnsBy fails
+					returnsBy(t, 300*time.Millisecond, call)
+					thaw()
+					var n int
+					require.NoError(t, db.QueryRowContext(ctx, `SELECT 1`).Scan(&n), "the pool goes on on a new connection")
+				})
+			}
+			t.Run("commit after the freeze", func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+				defer cancel()
+				tx, err := db.BeginTx(ctx, nil)
+				require.NoError(t, err)
+				_, err = tx.ExecContext(ctx, `SELECT 1`)
+				require.NoError(t, err)
+				thaw := freeze2(t, tx)
+				defer thaw()
+				done := make(chan error, 1)
+				go func() { done <- tx.Commit() }()
+				select {
+				case err := <-done:
+					assert.Error(t, err, "the commit did not reach the frozen backend")
+				case <-time.After(300*time.Millisecond + bound):
+					t.Fatal("the commit had not returned after its transaction's deadline")
+				}
+			})
+		})
+	}
+}
+
+// freeze2 stops the backend of tx and returns what resumes it.
+func freeze2(t *testing.T, tx *sql.Tx) (thaw func()) {
+	t.Helper()
+	var pid int
+	require.NoError(t, tx.QueryRowContext(context.Background(), `SELECT pg_backend_pid()`).Scan(&pid))
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	return func() { _ = syscall.Kill(pid, syscall.SIGCONT) }
+}
