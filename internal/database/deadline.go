@@ -79,3 +79,13 @@ func (d netDialer) DialContext(ctx context.Context, network, address string) (ne
 	}
 	return nc, nil
 }
+
+// Bound returns ctx, or, when ctx has no deadline, ctx with timeout d:
+// the services give every call a deadline, so that none waits forever for
+// a network that never answers.
+func Bound(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok || d <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
+}

@@ -14,6 +14,7 @@ const (
 	DefaultTTL             = 24 * time.Hour
 	DefaultLease           = time.Minute
 	DefaultPurgeBatch      = 1000
+	DefaultTimeout         = 5 * time.Second
 	DefaultHeader          = "Idempotency-Key"
 	DefaultMaxRequestBody  = 1 << 20
 	DefaultMaxResponseBody = 1 << 20
@@ -53,15 +54,21 @@ type StoreConfig struct {
 	// OnPurge, when set, is called by [Store.Purge] after each batch that
 	// deleted rows, with the running total, e.g. to show progress.
 	OnPurge func(deleted int64)
+	// Timeout bounds each call of Begin, Complete, Renew and Release whose
+	// context has no deadline. Every call returns by its deadline plus
+	// database.DeadlineSlack, whatever the network or the server does, on
+	// a pool opened by database.OpenConfig. Default 5s.
+	Timeout time.Duration
 }
 
 func (c StoreConfig) resolve() StoreConfig {
-	if c.TTL < 0 || c.Lease < 0 || c.PurgeBatch < 0 {
-		panic(fmt.Sprintf("idem: StoreConfig TTL (%v), Lease (%v) and PurgeBatch (%d) must not be negative", c.TTL, c.Lease, c.PurgeBatch))
+	if c.TTL < 0 || c.Lease < 0 || c.PurgeBatch < 0 || c.Timeout < 0 {
+		panic(fmt.Sprintf("idem: StoreConfig TTL (%v), Lease (%v), PurgeBatch (%d) and Timeout (%v) must not be negative", c.TTL, c.Lease, c.PurgeBatch, c.Timeout))
 	}
 	c.TTL = cmp.Or(c.TTL, DefaultTTL)
 	c.Lease = cmp.Or(c.Lease, DefaultLease)
 	c.PurgeBatch = cmp.Or(c.PurgeBatch, DefaultPurgeBatch)
+	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
 	if c.Lease < time.Millisecond || c.TTL < time.Millisecond {
 		panic("idem: StoreConfig TTL and Lease must be at least 1ms, the precision of the timestamp(3) columns")
 	}

@@ -235,6 +235,8 @@ func (s *Store) leaseLeft(c *Claim) time.Duration { return c.leaseDeadline().Sub
 // claimer's commit and so sees no row at all; when every attempt loses that
 // race, the error wraps ErrInFlight too.
 func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
+	ctx, cancel := database.Bound(ctx, s.cfg.Timeout)
+	defer cancel()
 	if req.Fingerprint == "" {
 		return Result{}, errors.New("idem: begin: Request.Fingerprint is empty; compute it with Fingerprint")
 	}
@@ -297,6 +299,8 @@ WHERE "id" = $1 AND ("responseStatus" = 0 OR ("responseStatus" = $2 AND "respons
 // claim (its lease expired and another instance re-claimed the key, or the
 // row was purged): the row's id is c's fencing token.
 func (s *Store) Complete(ctx context.Context, c *Claim, resp Response) error {
+	ctx, cancel := database.Bound(ctx, s.cfg.Timeout)
+	defer cancel()
 	if resp.Status < 100 || resp.Status > 599 {
 		return fmt.Errorf("idem: complete key %.12s: status %d is not an HTTP status", c.key, resp.Status)
 	}
@@ -329,6 +333,8 @@ RETURNING "expiresAt"`
 // longer the key's claim (another instance re-claimed the key after the
 // lease expired, or the row was completed, released or purged).
 func (s *Store) Renew(ctx context.Context, c *Claim) error {
+	ctx, cancel := database.Bound(ctx, s.cfg.Timeout)
+	defer cancel()
 	st, err := s.prepared(ctx, renewSQL)
 	if err != nil {
 		return fmt.Errorf("idem: renew key %.12s on %q: %w", c.key, c.route, err)
@@ -353,6 +359,8 @@ const releaseSQL = `DELETE FROM idempotency_records WHERE "id" = $1 AND "respons
 // is also what a second Release of c returns: a caller retrying Release
 // after a transient error should take ErrClaimLost as success.
 func (s *Store) Release(ctx context.Context, c *Claim) error {
+	ctx, cancel := database.Bound(ctx, s.cfg.Timeout)
+	defer cancel()
 	st, err := s.prepared(ctx, releaseSQL)
 	if err != nil {
 		return fmt.Errorf("idem: release key %.12s on %q: %w", c.key, c.route, err)

@@ -36,6 +36,11 @@ type Config struct {
 	// OnPurge, when set, is called by [Service.Purge] after each batch that
 	// deleted rows, with the running total, e.g. to show progress.
 	OnPurge func(deleted int64)
+	// Timeout bounds each call whose context has no deadline (a call
+	// whose context has one keeps it). Every call returns by its deadline
+	// plus database.DeadlineSlack, whatever the network or the server
+	// does, on a pool opened by database.OpenConfig. Default 5s.
+	Timeout time.Duration
 }
 
 // Service counts failed logins in the auth_attempts table and decides
@@ -50,6 +55,7 @@ type Service struct {
 	hook    func(context.Context, Op, Decision)
 	batch   int
 	onPurge func(deleted int64)
+	timeout time.Duration
 	q       queries
 	// The long statements of the hot path, prepared on first use unless
 	// the pool is pooler-safe.
@@ -63,6 +69,9 @@ func New(db *sql.DB, cfg Config) (*Service, error) {
 	p, err := cfg.Policy.withDefaults()
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("lockout: Config.Timeout is %s; use a positive duration or 0 for the default", cfg.Timeout)
 	}
 	if cfg.PurgeBatch < 0 {
 		return nil, fmt.Errorf("lockout: Config.PurgeBatch is %d; use a positive count or 0 for the default", cfg.PurgeBatch)
@@ -82,6 +91,7 @@ func New(db *sql.DB, cfg Config) (*Service, error) {
 		hook:    cfg.OnDecision,
 		batch:   cmp.Or(cfg.PurgeBatch, 1000),
 		onPurge: cfg.OnPurge,
+		timeout: cmp.Or(cfg.Timeout, DefaultTimeout),
 		q:       q,
 	}, nil
 }
@@ -95,6 +105,9 @@ func (s *Service) Close() error {
 	}
 	return nil
 }
+
+// DefaultTimeout is [Config.Timeout]'s default.
+const DefaultTimeout = 5 * time.Second
 
 // Policy returns the policy in force, defaults filled in.
 func (s *Service) Policy() Policy { return s.policy }
@@ -115,6 +128,8 @@ func (s *Service) clock() (now, cut time.Time) {
 // the decision; log the error. An invalid email returns an [*EmailError]
 // and a denying decision.
 func (s *Service) Check(ctx context.Context, email, ip string) (Decision, error) {
+	ctx, cancel := database.Bound(ctx, s.timeout)
+	defer cancel()
 	e, err := NormalizeEmail(email)
 	if err != nil {
 		return Decision{}, fmt.Errorf("lockout: check: %w", err)
@@ -146,6 +161,8 @@ func (s *Service) Check(ctx context.Context, email, ip string) (Decision, error)
 //
 // Errors are as for [Service.Check]; an invalid email writes nothing.
 func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision, error) {
+	ctx, cancel := database.Bound(ctx, s.timeout)
+	defer cancel()
 	e, err := NormalizeEmail(email)
 	if err != nil {
 		return Decision{}, fmt.Errorf("lockout: record failure: %w", err)
@@ -274,6 +291,8 @@ func (r *failureRow) dest() []any {
 // RecordSuccess resets the (email, ip) counter and lifts its lock after a
 // successful login. It writes nothing when there is nothing to reset.
 func (s *Service) RecordSuccess(ctx context.Context, email, ip string) error {
+	ctx, cancel := database.Bound(ctx, s.timeout)
+	defer cancel()
 	_, err := s.reset(ctx, "record success", email, s.normalizeIP(ip))
 	return err
 }
@@ -284,6 +303,8 @@ func (s *Service) RecordSuccess(ctx context.Context, email, ip string) error {
 // rows changed, or an error wrapping [ErrInvalidIP] when a non-empty ip
 // does not name one key.
 func (s *Service) UnlockPair(ctx context.Context, email, ip string) (int64, error) {
+	ctx, cancel := database.Bound(ctx, s.timeout)
+	defer cancel()
 	var addr *string
 	if strings.TrimSpace(ip) != "" {
 		key, err := s.operatorIP("unlock", ip)
@@ -320,6 +341,8 @@ func (s *Service) reset(ctx context.Context, op, email string, addr *string) (in
 // UnlockEmail lifts the locks and resets the counters of email over all
 // IPs, which also lifts its per-email limit. It returns the rows changed.
 func (s *Service) UnlockEmail(ctx context.Context, email string) (int64, error) {
+	ctx, cancel := database.Bound(ctx, s.timeout)
+	defer cancel()
 	e, err := NormalizeEmail(email)
 	if err != nil {
 		return 0, fmt.Errorf("lockout: unlock email: %w", err)
@@ -340,6 +363,8 @@ func (s *Service) UnlockEmail(ctx context.Context, email string) (int64, error) 
 // key (an unparsable address, or a prefix wider or narrower than the
 // policy's).
 func (s *Service) UnlockIP(ctx context.Context, ip string) (int64, error) {
+	ctx, cancel := database.Bound(ctx, s.timeout)
+	defer cancel()
 	addr, err := s.operatorIP("unlock ip", ip)
 	if err != nil {
 		return 0, err
@@ -364,6 +389,8 @@ type Attempt struct {
 
 // Status returns the rows of email, newest failure first, for an admin view.
 func (s *Service) Status(ctx context.Context, email string) ([]Attempt, error) {
+	ctx, cancel := database.Bound(ctx, s.timeout)
+	defer cancel()
 	e, err := NormalizeEmail(email)
 	if err != nil {
 		return nil, fmt.Errorf("lockout: status: %w", err)
