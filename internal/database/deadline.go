@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,20 +27,59 @@ import (
 const DeadlineSlack = 100 * time.Millisecond
 
 // sockets are the network connections a driver connection dialled (one,
-// or one per host tried on a multi-host URL).
+// or one per host tried on a multi-host URL), and how many bytes the driver
+// has written on them.
 type sockets struct {
-	mu     sync.Mutex
-	conns  []net.Conn
-	killed bool
+	mu      sync.Mutex
+	conns   []*socket
+	killed  bool
+	written atomic.Int64
 }
 
-func (s *sockets) add(nc net.Conn) {
+func (s *sockets) add(nc net.Conn) *socket {
+	sk := &socket{Conn: nc, written: &s.written}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.killed {
 		_ = nc.Close()
 	}
-	s.conns = append(s.conns, nc)
+	s.conns = append(s.conns, sk)
+	return sk
+}
+
+// last is the socket the connection talks on: the last one dialled.
+func (s *sockets) last() *socket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.conns) == 0 {
+		return nil
+	}
+	return s.conns[len(s.conns)-1]
+}
+
+// idleDataOrClosed reports whether the server has sent something on the
+// connection while it sat idle in the pool, or closed it: on an idle
+// session that is the server ending it (a terminated backend, a shutdown),
+// which the driver would only find out after sending the next statement,
+// too late to know whether it ran. It peeks without waiting or consuming.
+func (s *sockets) idleDataOrClosed() bool {
+	sk := s.last()
+	if sk == nil {
+		return false
+	}
+	return pending(sk.Conn)
+}
+
+// socket counts the bytes written through it.
+type socket struct {
+	net.Conn
+	written *atomic.Int64
+}
+
+func (s *socket) Write(p []byte) (int, error) {
+	n, err := s.Conn.Write(p)
+	s.written.Add(int64(n))
+	return n, err
 }
 
 // kill closes every socket, ending any read or write blocked on them.
@@ -75,7 +115,7 @@ func (d netDialer) DialContext(ctx context.Context, network, address string) (ne
 		return nil, err
 	}
 	if s, ok := ctx.Value(socketsKey{}).(*sockets); ok {
-		s.add(nc)
+		return s.add(nc), nil
 	}
 	return nc, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -231,6 +232,41 @@ func (c *conn) watch(ctx context.Context) (stop func() bool) {
 	})
 }
 
+// ErrOutcomeUnknown is wrapped by the error of a statement whose
+// connection broke after the statement was sent (the reply was lost, the
+// connection reset): it may have run, and committed, or not. database/sql
+// runs a statement again on another connection when the driver reports a
+// broken connection, and lib/pq reports one even after sending; on a pool
+// opened by [OpenConfig] nothing that was sent is run again, so that no
+// write runs twice. The caller decides: the services settle it with the
+// statement's own id (idem's claim token) or answer that it may not have
+// happened.
+var ErrOutcomeUnknown = errors.New("database: the connection broke after the statement was sent, so it may or may not have run")
+
+// sent returns how many bytes c's driver has written so far.
+func (c *conn) sent() int64 {
+	if c.socks == nil {
+		return 0
+	}
+	return c.socks.written.Load()
+}
+
+// after settles the error of a call that began when c had sent since
+// bytes: the context's error when the watch cut the call short; a broken
+// connection after something was sent becomes [ErrOutcomeUnknown], which
+// database/sql does not run again; then [conn.seen].
+func (c *conn) after(ctx context.Context, stopped bool, since int64, err error) error {
+	if err == nil {
+		return nil
+	}
+	err = cut(ctx, stopped, err)
+	if c.socks != nil && errors.Is(err, driver.ErrBadConn) && c.socks.written.Load() > since {
+		c.bad.Store(true)
+		return fmt.Errorf("%w (%v)", ErrOutcomeUnknown, err)
+	}
+	return c.seen(err)
+}
+
 // cut returns err, or ctx's error when the call was cut short by ctx.
 func cut(ctx context.Context, stopped bool, err error) error {
 	if err != nil && !stopped && ctx.Err() != nil {
@@ -304,10 +340,10 @@ func (c *conn) QueryContext(ctx context.Context, query string, args []driver.Nam
 	if !ok {
 		return nil, driver.ErrSkip
 	}
-	stop := c.watch(ctx)
+	stop, since := c.watch(ctx), c.sent()
 	r, err := q.QueryContext(ctx, query, args)
 	if err != nil {
-		return nil, c.seen(cut(ctx, stop(), err))
+		return nil, c.after(ctx, stop(), since, err)
 	}
 	// Rows are read after QueryContext returns: the watch lasts until
 	// they are closed.
@@ -319,9 +355,9 @@ func (c *conn) ExecContext(ctx context.Context, query string, args []driver.Name
 	if !ok {
 		return nil, driver.ErrSkip
 	}
-	stop := c.watch(ctx)
+	stop, since := c.watch(ctx), c.sent()
 	res, err := e.ExecContext(ctx, query, args)
-	return res, c.seen(cut(ctx, stop(), err))
+	return res, c.after(ctx, stop(), since, err)
 }
 
 func (c *conn) Ping(ctx context.Context) error {
@@ -334,7 +370,8 @@ func (c *conn) Ping(ctx context.Context) error {
 }
 
 func (c *conn) ResetSession(ctx context.Context) error {
-	if c.bad.Load() {
+	if c.bad.Load() || (c.socks != nil && c.socks.idleDataOrClosed()) {
+		c.bad.Store(true)
 		return driver.ErrBadConn
 	}
 	if r, ok := c.Conn.(driver.SessionResetter); ok {
@@ -372,8 +409,9 @@ type txn struct {
 }
 
 func (t *txn) Commit() error {
+	since := t.c.sent()
 	err := t.Tx.Commit()
-	return t.c.seen(cut(t.ctx, t.stop(), err))
+	return t.c.after(t.ctx, t.stop(), since, err)
 }
 
 func (t *txn) Rollback() error {
@@ -408,9 +446,9 @@ func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (drive
 		}
 		return s.Exec(vals)
 	}
-	stop := s.c.watch(ctx)
+	stop, since := s.c.watch(ctx), s.c.sent()
 	res, err := e.ExecContext(ctx, args)
-	return res, s.c.seen(cut(ctx, stop(), err))
+	return res, s.c.after(ctx, stop(), since, err)
 }
 
 func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
@@ -422,10 +460,10 @@ func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driv
 		}
 		return s.Query(vals)
 	}
-	stop := s.c.watch(ctx)
+	stop, since := s.c.watch(ctx), s.c.sent()
 	r, err := q.QueryContext(ctx, args)
 	if err != nil {
-		return nil, s.c.seen(cut(ctx, stop(), err))
+		return nil, s.c.after(ctx, stop(), since, err)
 	}
 	return &rows{Rows: r, c: s.c, ctx: ctx, stop: stop}, nil
 }
