@@ -312,8 +312,17 @@ func TestRefuse(t *testing.T) {
 
 	p.Refuse(true)
 	for range 3 {
-		c := dial(t, p.Addr())
+		// The reset may come before the dial has returned, and then the
+		// dial fails with it.
+		c, err := net.Dial("tcp", p.Addr())
+		if err != nil {
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("dial: %v, want success or a reset", err)
+			}
+			continue
+		}
 		expectClosed(t, c)
+		_ = c.Close()
 	}
 	roundTrip(t, open, "untouched") // an open connection goes on
 
@@ -489,4 +498,28 @@ func TestCloseEndsEveryGoroutine(t *testing.T) {
 	echoes.Wait()
 
 	waitFor(t, "the goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+func TestUnreachableTargetResetsClient(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := ln.Addr().String()
+	_ = ln.Close() // nothing listens there now
+	p := startProxy(t, target)
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("dial: %v, want success or a reset", err)
+		}
+		return
+	}
+	defer c.Close()
+	if err := expectClosed(t, c); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read: %v, want a reset", err)
+	}
+	if n := p.Conns(); n != 0 {
+		t.Fatalf("Conns() = %d, want 0", n)
+	}
 }
