@@ -49,7 +49,8 @@ type Proxy struct {
 }
 
 // Start listens on 127.0.0.1:0 and forwards each accepted connection to
-// target, which must be a loopback address such as "127.0.0.1:5432". The
+// target, which must be a loopback IP address and port such as
+// "127.0.0.1:5432" (a host name is refused). The
 // proxy forwards faithfully until told otherwise; call [Proxy.Close] to
 // stop it.
 func Start(target string) (*Proxy, error) {
@@ -84,7 +85,8 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // Stall partitions the proxy: no chunk is forwarded in either direction,
 // on any connection open now or accepted later, until [Proxy.Heal]. The
 // sockets stay open and what is sent waits in the proxy (a chunk already
-// read waits too). A chunk whose write had begun when Stall was called may
+// read waits too); a connection accepted during the stall is still
+// connected to the target, and only its bytes wait. A chunk whose write had begun when Stall was called may
 // still arrive; every other chunk waits. Stall while stalled does nothing.
 func (p *Proxy) Stall() {
 	p.mu.Lock()
