@@ -50,9 +50,8 @@ type Proxy struct {
 
 // Start listens on 127.0.0.1:0 and forwards each accepted connection to
 // target, which must be a loopback IP address and port such as
-// "127.0.0.1:5432" (a host name is refused). The
-// proxy forwards faithfully until told otherwise; call [Proxy.Close] to
-// stop it.
+// "127.0.0.1:5432" (a host name is refused). The proxy forwards faithfully
+// until told otherwise; call [Proxy.Close] to stop it.
 func Start(target string) (*Proxy, error) {
 	host, _, err := net.SplitHostPort(target)
 	if err != nil {
