@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"net"
+	"net/url"
 	"sync"
 	"syscall"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/klozd/api/internal/database"
+	"github.com/klozd/api/internal/faultproxy"
 	"github.com/klozd/api/internal/pgtest"
 )
 
@@ -155,4 +157,51 @@ func freeze2(t *testing.T, tx *sql.Tx) (thaw func()) {
 	require.NoError(t, tx.QueryRowContext(context.Background(), `SELECT pg_backend_pid()`).Scan(&pid))
 	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
 	return func() { _ = syscall.Kill(pid, syscall.SIGCONT) }
+}
+
+// A write whose reply is lost (the proxy drops it and closes the
+// connection after the server committed) is not run again: the caller
+// hears that its outcome is unknown, and the row is written once.
+func TestLostReplyIsNotRunAgain(t *testing.T) {
+	t.Parallel()
+	for _, drv := range []string{database.DriverPQ, database.DriverPGX} {
+		t.Run(drv, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dbURL := pgtest.URL(t)
+			u, err := url.Parse(dbURL)
+			require.NoError(t, err)
+			p, err := faultproxy.Start(u.Host)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = p.Close() })
+			u.Host = p.Addr()
+			db, err := database.OpenConfig(u.String(), database.Config{Driver: drv, MaxOpenConns: 1})
+			require.NoError(t, err)
+			defer db.Close()
+			_, err = db.ExecContext(ctx, `CREATE TABLE lost_reply (n int)`)
+			require.NoError(t, err)
+			// No parameters: one round trip, whose reply carries the
+			// commit (lib/pq's simple protocol; pgx's cached statement,
+			// warmed by the first run).
+			for i, write := range []func() error{
+				func() error { _, err := db.ExecContext(ctx, `INSERT INTO lost_reply VALUES (1)`); return err },
+				func() error {
+					return db.QueryRowContext(ctx, `INSERT INTO lost_reply VALUES (2) RETURNING n`).Scan(new(int))
+				},
+			} {
+				require.NoError(t, write(), "write %d, warming up", i)
+				p.DropNextReply()
+				err := write()
+				if drv == database.DriverPQ {
+					// pgx never runs a sent statement again by itself; where
+					// its reply lands between chunks the write may succeed.
+					require.Error(t, err, "write %d: the reply was lost", i)
+					assert.ErrorIs(t, err, database.ErrOutcomeUnknown, "write %d", i)
+				}
+			}
+			var n int
+			require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM lost_reply`).Scan(&n))
+			assert.Equal(t, 4, n, "each write ran once: twice each, counting the warm-up")
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"reflect"
 	"strconv"
 	"sync/atomic"
@@ -260,11 +261,24 @@ func (c *conn) after(ctx context.Context, stopped bool, since int64, err error) 
 		return nil
 	}
 	err = cut(ctx, stopped, err)
-	if c.socks != nil && errors.Is(err, driver.ErrBadConn) && c.socks.written.Load() > since {
+	if ctx.Err() == nil && c.brokenAfterSend(since, err) {
 		c.bad.Store(true)
 		return fmt.Errorf("%w (%v)", ErrOutcomeUnknown, err)
 	}
 	return c.seen(err)
+}
+
+// brokenAfterSend reports whether err is a broken connection after the
+// call had sent something. lib/pq's sockets count what was sent; pgx
+// reports a failure before sending as driver.ErrBadConn (its SafeToRetry),
+// so a connection that broke with anything else had sent the statement.
+func (c *conn) brokenAfterSend(since int64, err error) bool {
+	if c.socks != nil {
+		return errors.Is(err, driver.ErrBadConn) && c.socks.written.Load() > since
+	}
+	var ne net.Error
+	return !errors.Is(err, driver.ErrBadConn) &&
+		(errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne))
 }
 
 // cut returns err, or ctx's error when the call was cut short by ctx.

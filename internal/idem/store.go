@@ -3,9 +3,11 @@ package idem
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"sync"
@@ -169,7 +171,7 @@ const dbNow = `date_trunc('milliseconds', statement_timestamp() AT TIME ZONE 'UT
 // loses to a row committed after its snapshot gets no row back at all, and
 // Begin runs the statement again with a fresh snapshot.
 const beginSQL = `WITH live AS (
-	SELECT "id", "requestHash", "responseStatus", "responseBodyJson"
+	SELECT "id", "requestHash", "responseStatus", "responseBodyJson", "expiresAt"
 	FROM idempotency_records
 	WHERE "key" = $2 AND "route" = $3 AND "expiresAt" > COALESCE($5::timestamp, ` + dbNow + `)
 ), claimed AS (
@@ -192,7 +194,7 @@ const beginSQL = `WITH live AS (
 )
 SELECT true, "id", '', 0, '', "expiresAt" FROM claimed
 UNION ALL
-SELECT false, "id", "requestHash", "responseStatus", "responseBodyJson", NULL FROM live`
+SELECT "id" = $1 AND "responseStatus" = 0, "id", "requestHash", "responseStatus", "responseBodyJson", "expiresAt" FROM live`
 
 // now returns the time parameter of the store's statements: NULL, for the
 // database's clock, unless [StoreConfig.Now] is set.
@@ -232,8 +234,14 @@ func (s *Store) leaseLeft(c *Claim) time.Duration { return c.leaseDeadline().Sub
 // and [ErrInFlight] when a live claim holds it. An expired record or
 // abandoned claim is replaced atomically. It is one statement, retried only
 // in the rare race where the statement's snapshot predates a concurrent
-// claimer's commit and so sees no row at all; when every attempt loses that
-// race, the error wraps ErrInFlight too.
+// claimer's commit and so sees no row at all (when every attempt loses that
+// race, the error wraps ErrInFlight too), and when the connection broke
+// after the statement was sent: every attempt carries the same fencing
+// token, so an attempt finds the claim an earlier one made as its own
+// rather than as a request in flight. When Begin gives up on an outcome it
+// cannot know (the reply lost for good, the context ended), it removes the
+// claim it may have made, best effort, so that the key can be retried at
+// once.
 func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 	ctx, cancel := database.Bound(ctx, s.cfg.Timeout)
 	defer cancel()
@@ -245,8 +253,11 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("idem: begin key %.12s on %q: %w", key, req.Route, err)
 	}
+	// One token for every attempt: an attempt whose outcome was lost (the
+	// connection broke after it was sent) is run again, and finds the
+	// claim it made, if it made one, as its own.
+	token, sent := schema.NewID(), s.clock()
 	for range beginAttempts {
-		sent := s.clock()
 		var (
 			claimed bool
 			id      string
@@ -255,16 +266,29 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 			body    string
 			expires sql.NullTime
 		)
-		err := st.QueryRow(ctx, schema.NewID(), key, req.Route, req.Fingerprint,
-			s.now(), s.cfg.Lease.Milliseconds(), nullString(req.Tenant), nullString(req.IP)).
-			Scan(&claimed, &id, &hash, &status, &body, &expires)
+		var err error
+		for range beginAttempts {
+			err = st.QueryRow(ctx, token, key, req.Route, req.Fingerprint,
+				s.now(), s.cfg.Lease.Milliseconds(), nullString(req.Tenant), nullString(req.IP)).
+				Scan(&claimed, &id, &hash, &status, &body, &expires)
+			if !errors.Is(err, database.ErrOutcomeUnknown) || ctx.Err() != nil {
+				break
+			}
+		}
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			continue
 		case err != nil:
+			if ambiguous(err) {
+				// A claim may have been made that nobody will finish:
+				// remove it, so that the key can be retried at once.
+				go s.forget(token)
+			}
 			return Result{}, fmt.Errorf("idem: begin key %.12s on %q: %w", key, req.Route, err)
 		case claimed:
 			c := &Claim{token: id, key: key, route: req.Route}
+			// sent is before the first attempt, which set expiresAt if
+			// it was the one that claimed.
 			c.setLease(expires.Time.UTC(), s.lease(sent, expires.Time.UTC()))
 			return Result{Claim: c}, nil
 		case hash != req.Fingerprint:
@@ -281,6 +305,29 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 	// Each attempt lost to a claimer that committed after its snapshot: the
 	// key is being claimed, as good as in flight.
 	return Result{}, fmt.Errorf("idem: begin key %.12s on %q: no row after %d attempts under contention: %w", key, req.Route, beginAttempts, ErrInFlight)
+}
+
+// forgetTimeout bounds the removal of a claim whose outcome is unknown.
+const forgetTimeout = 2 * time.Second
+
+// forget deletes the in-flight claim with token, if there is one: the
+// claim of a Begin whose outcome was lost and that gave up. Best effort:
+// when it cannot reach the store, the claim blocks its key until its lease
+// ends.
+func (s *Store) forget(token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), forgetTimeout)
+	defer cancel()
+	if st, err := s.prepared(ctx, releaseSQL); err == nil {
+		_, _ = st.Exec(ctx, token)
+	}
+}
+
+// ambiguous reports whether a statement that failed with err may have run:
+// its connection broke after it was sent, or the call gave up while it ran.
+func ambiguous(err error) bool {
+	return errors.Is(err, database.ErrOutcomeUnknown) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || database.SQLState(err) == database.QueryCanceled
 }
 
 // completeSQL stores a response under a claim. The row's id is the claim's
