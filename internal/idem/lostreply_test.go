@@ -3,8 +3,10 @@ package idem
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,4 +86,28 @@ func TestBeginGivenUpIsForgotten(t *testing.T) {
 		require.ErrorIs(t, err, ErrInFlight)
 		require.True(t, time.Now().Before(deadline), "the given-up claim was never removed")
 	}
+}
+
+// The reply to a Release is lost after the row was deleted: the release
+// counts as done, with no false "claim not released" alarm, and the key
+// runs again at once.
+func TestReleaseLostReplyIsNoAlarm(t *testing.T) {
+	t.Parallel()
+	s, p := proxied(t, StoreConfig{})
+	var alarms atomic.Int64
+	var events []Event
+	h := serve(Config{Store: s, OnEvent: func(e Event) { events = append(events, e) },
+		Logger: slog.New(onMessage{"not released", func() { alarms.Add(1) }})},
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p.DropNextReply() // the next reply is the release's
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+	assert.Equal(t, http.StatusServiceUnavailable, post(h, "k", "{}").Code)
+	assert.Zero(t, alarms.Load(), "no false alarm")
+	if assert.Len(t, events, 1) {
+		assert.Equal(t, EventReleased, events[0].Kind)
+	}
+	var n int
+	require.NoError(t, s.db.QueryRowContext(context.Background(), `SELECT count(*) FROM idempotency_records`).Scan(&n))
+	assert.Zero(t, n, "released")
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -35,6 +36,11 @@ const (
 	// EventReleased: a claim was released, the response not stored; Reason
 	// says why.
 	EventReleased EventKind = "released"
+	// EventLateWrite: a handler wrote its response after it had been told
+	// to stop because its lease was lost ([ErrLeaseLost]); what it wrote
+	// is stored only if its claim proves still current (no other request
+	// took the key). Status is what it wrote.
+	EventLateWrite EventKind = "late write"
 )
 
 // Event describes something the middleware did with a key. It never holds
@@ -237,7 +243,10 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 	cleanup := context.WithoutCancel(r.Context())
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	stopRenewing := m.keepAlive(c, log, cancel)
+	stopRenewing := m.keepAlive(c, log, func(cause error) {
+		rec.stopped.Store(true)
+		cancel(cause)
+	})
 	finished := false
 	defer func() {
 		if !finished {
@@ -256,7 +265,17 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 		return
 	}
 	answered := rec.status != 0 // before finish turns silence into a 200
-	rec.finish()                // may panic (an invalid status): still unfinished
+	if lost && !answered {
+		// The handler stopped, as told, without an answer: nothing was
+		// done that the client could be told of, so it hears to retry,
+		// not a 200 with nothing behind it.
+		problem.Write(rec, http.StatusServiceUnavailable, "The request was stopped before it finished; retry it with the same "+m.cfg.Header+".", m.cfg.RetryAfter)
+	} else if rec.late.Load() {
+		log.log(cleanup, slog.LevelWarn, "idem: the handler wrote after it was told to stop (lease lost); its response is stored only if its claim is still current",
+			slog.Int("status", rec.status))
+		m.emit(ev, EventLateWrite, rec.status, "lease lost")
+	}
+	rec.finish() // may panic (an invalid status): still unfinished
 	finished = true
 
 	// A 2xx the handler wrote means the work was done: it is stored even
@@ -303,15 +322,49 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 // keepAlive renews c's lease every third of the lease while the handler
 // runs, each time with one short statement, so that a handler running
 // longer than the lease keeps its key. A renewal that fails transiently is
-// retried until the lease ends. When the claim is gone, or the lease ends
-// before a renewal succeeds, another request with the key may run: it
-// cancels the handler's context with [ErrLeaseLost]. The returned function
-// stops the renewals and reports whether the lease was lost.
+// retried until the stop point, a fifth of the lease ([leaseMargin])
+// before the lease ends by the local clock. A guard on that clock, which
+// waits for no statement and no driver, cancels the handler's context
+// with [ErrLeaseLost] at the stop point unless a renewal moved the lease
+// on; so does a renewal that finds the claim gone. Another request can
+// claim the key only once the lease has ended by the database's clock, no
+// sooner than the local deadline (see [Store.lease]), so the handler is
+// told to stop a margin before anyone else may start. The returned
+// function stops the renewals and the guard and reports whether the lease
+// was lost.
 func (m *middleware) keepAlive(c *Claim, log logger, lose context.CancelCauseFunc) (stop func() (lost bool)) {
 	s := m.cfg.Store
+	margin := leaseMargin(s.cfg.Lease)
 	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		mu       sync.Mutex
+		finished bool // stop was called
+		lostNow  bool
+	)
+	// loseOnce cancels the handler, once, unless it has already returned.
+	loseOnce := func(cause error, msg string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if finished || lostNow {
+			return
+		}
+		lostNow = true
+		log.log(ctx, slog.LevelError, msg, slog.Any("error", cause))
+		lose(fmt.Errorf("%w: %w", ErrLeaseLost, cause))
+		cancel()
+	}
+	untilStop := func() time.Duration { return s.leaseLeft(c) - margin }
+	var guard *time.Timer
+	guard = time.AfterFunc(time.Hour, func() { // armed below, once guard is set
+		if d := untilStop(); d > 0 {
+			guard.Reset(d) // a renewal moved the lease on
+			return
+		}
+		loseOnce(fmt.Errorf("not renewed %s before the lease ends", margin),
+			"idem: lease not renewed in time; cancelling the handler's context before the lease ends")
+	})
+	guard.Reset(max(0, untilStop()))
 	done := make(chan struct{})
-	var lostLease bool
 	go func() {
 		defer close(done)
 		// Renew when a third of the lease has passed, counted from the
@@ -326,19 +379,17 @@ func (m *middleware) keepAlive(c *Claim, log logger, lose context.CancelCauseFun
 				return
 			case <-t.C:
 			}
-			left := s.leaseLeft(c)
-			rctx, rcancel := context.WithTimeout(ctx, left)
+			left := untilStop()
+			rctx, rcancel := context.WithTimeout(ctx, max(left, 0))
 			_, err := retry(rctx, time.Now().Add(left), func(ctx context.Context) error { return s.Renew(ctx, c) }, func(err error) {
 				log.log(ctx, slog.LevelWarn, "idem: lease renewal failed transiently; retrying", slog.Any("error", err))
 			})
 			rcancel()
 			if ctx.Err() != nil {
-				return // the handler returned
+				return // the handler returned, or the guard stopped it
 			}
 			if err != nil {
-				lostLease = true
-				log.log(ctx, slog.LevelError, "idem: lease lost while the handler runs; cancelling its context", slog.Any("error", err))
-				lose(fmt.Errorf("%w: %w", ErrLeaseLost, err))
+				loseOnce(err, "idem: lease lost while the handler runs; cancelling its context")
 				return
 			}
 			log.log(ctx, slog.LevelDebug, "idem: lease renewed", slog.Time("expires_at", c.LeaseExpiresAt()))
@@ -346,11 +397,23 @@ func (m *middleware) keepAlive(c *Claim, log logger, lose context.CancelCauseFun
 		}
 	}()
 	return func() bool {
+		mu.Lock()
+		finished = true
+		lost := lostNow
+		mu.Unlock()
+		guard.Stop()
 		cancel()
 		<-done
-		return lostLease
+		return lost
 	}
 }
+
+// leaseMargin is how long before its lease ends, by the local clock, a
+// handler whose lease was not renewed is told to stop ([ErrLeaseLost]): a
+// fifth of the lease. It covers the handler's time to notice, the
+// scheduling of the guard's timer and the drift of the local clock against
+// the database's over one lease.
+func leaseMargin(lease time.Duration) time.Duration { return lease / 5 }
 
 // release releases c and reports it. lost says the lease was lost while
 // the handler ran, so another claim may have replaced c.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"sync/atomic"
 )
 
 // recorder passes a handler's response through to the client while keeping
@@ -23,6 +24,9 @@ type recorder struct {
 	buf      []byte
 	overflow bool
 	hijacked bool // the handler took over the connection
+	// stopped is set when the handler is told to stop (its lease lost);
+	// late, when it writes its status or body after that.
+	stopped, late atomic.Bool
 }
 
 func (r *recorder) Header() http.Header { return r.w.Header() }
@@ -30,6 +34,9 @@ func (r *recorder) Header() http.Header { return r.w.Header() }
 func (r *recorder) WriteHeader(code int) {
 	if r.sent || r.status != 0 {
 		return // superfluous, as net/http would log
+	}
+	if r.stopped.Load() {
+		r.late.Store(true)
 	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		r.w.WriteHeader(code) // informational: not the final response
@@ -39,6 +46,9 @@ func (r *recorder) WriteHeader(code int) {
 }
 
 func (r *recorder) Write(p []byte) (int, error) {
+	if r.stopped.Load() {
+		r.late.Store(true)
+	}
 	if !r.sent {
 		r.send(true)
 	}
