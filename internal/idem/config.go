@@ -37,10 +37,11 @@ type StoreConfig struct {
 	// After it, the claim counts as abandoned (its instance crashed) and
 	// the key can be claimed again. The middleware renews the lease every
 	// third of it while the handler runs, so a handler may run longer; a
-	// handler whose lease could not be renewed in time (the store was
-	// unreachable for two thirds of it) has its context cancelled with
-	// [ErrLeaseLost]. It is also how long an instance that crashed blocks
-	// its keys. Default 1 minute.
+	// handler whose lease was not renewed by the time a fifth of it is left
+	// (the store was unreachable) has its context cancelled with
+	// [ErrLeaseLost], before any other request can claim the key. It is
+	// also how long an instance that crashed blocks its keys. Default 1
+	// minute.
 	Lease time.Duration
 	// Now, when set, is the clock of every lease and TTL decision and of
 	// every time written: Now() in UTC, truncated to milliseconds. Tests

@@ -86,15 +86,21 @@
 // fenced UPDATE ([Store.Renew]) moves "expiresAt" a lease ahead, holding no
 // connection between renewals. A handler may thus run for many leases
 // without a duplicate running it again. When a renewal finds the claim
-// gone, or none succeeds before the lease ends (the store is unreachable;
-// transient failures are retried until then), another request with the key
-// may run: the middleware cancels the handler's request context with the
-// cause [ErrLeaseLost]. If the handler still writes a 2xx status, its work
-// was done: the middleware stores the answer, fenced by the claim, so it lands
-// only if no other request has claimed the key since. Any other answer is
-// not stored, and what is left of the claim is released. A handler that
-// ignores its context can run alongside a second one, so handlers should
-// heed it.
+// gone, or none has succeeded when a fifth of the lease is left (the store
+// is unreachable or partitioned away; transient failures are retried until
+// then), the middleware cancels the handler's request context with the
+// cause [ErrLeaseLost]. It does so on its own clock, from a timer that
+// waits for no statement and no driver, and a margin (a fifth of the lease)
+// before any other request can claim the key: the local deadline is counted
+// from before the claim statement was sent, so it falls no later than the
+// lease's end by the database's clock. If the handler still writes after
+// that, the write is reported ([EventLateWrite]); a 2xx means its work was
+// done, and the middleware stores the answer fenced by the claim, so it
+// lands only if no other request has claimed the key since. Any other
+// answer is not stored, and what is left of the claim is released; a
+// handler that returns without an answer gets its client a 503 to retry.
+// A handler that ignores its context for longer than the margin can run
+// alongside a second one, so handlers should heed it.
 //
 // The response has reached the client before it is stored, so the
 // middleware retries Complete (and Release) through transient failures of

@@ -33,10 +33,10 @@ var (
 	// a store outage longer than the lease.
 	ErrClaimLost = errors.New("idem: claim lost: its lease expired and the key was re-claimed or purged")
 	// ErrLeaseLost is the cause ([context.Cause]) with which the middleware
-	// cancels a handler's request context when the handler's claim could
-	// not be renewed before its lease ended (the store was unreachable) or
-	// another claim replaced it: another request with the key may run, so
-	// the handler should stop. Its response is stored only if it is a 2xx
+	// cancels a handler's request context when the handler's claim was not
+	// renewed by the time a fifth of its lease was left (the store was
+	// unreachable) or another claim replaced it: another request with the
+	// key may run once the lease ends, so the handler should stop now. Its response is stored only if it is a 2xx
 	// and no other request has claimed the key since.
 	ErrLeaseLost = errors.New("idem: lease lost: the claim could not be renewed before its lease ended, or was replaced")
 )
