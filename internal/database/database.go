@@ -39,15 +39,17 @@ func Open(rawURL string) (*sql.DB, error) {
 // behaves when the database is slow or busy. The zero value leaves each
 // limit to database/sql and the server.
 //
-// Retries: database/sql already retries an operation on a new connection
-// when the driver finds its connection broken before sending anything
-// (driver.ErrBadConn), which covers connections killed while idle and a
-// restarted server; the soak suite (make soak) shows both recover without
-// an error reaching clients. The services do not retry a statement that may
-// have run: a failure counted twice, or a claim taken twice, is worse than
-// a 503 the client retries. So a fault during a statement surfaces as an
-// error (the services answer 503 and fail closed), bounded in time by
-// StatementTimeout, LockTimeout and the caller's context.
+// Retries and deadlines: on a pool opened by [OpenConfig], database/sql
+// runs a statement again on a new connection only when nothing of it was
+// sent (a connection found dead at reuse, one the server ended while it was
+// idle, a session that turned read-only, which refuses a write before it
+// runs); a statement whose connection broke after it was sent fails with
+// [ErrOutcomeUnknown] and is never run again, so no write runs twice. Every
+// call returns by its context's deadline plus [DeadlineSlack], whatever the
+// network or the server does, and the connection is then dropped. The
+// services give each call a deadline when its context has none, answer
+// 503 and fail closed on a failure, bounded by StatementTimeout,
+// LockTimeout and the caller's context.
 type Config struct {
 	// Driver is the database/sql driver: [DriverPQ] ("postgres", lib/pq,
 	// the default) or [DriverPGX] ("pgx", which the program registers by
