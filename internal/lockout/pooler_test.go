@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"time"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -169,4 +170,38 @@ func serviceWorkload(t *testing.T, services []*lockout.Service, workers int, dir
 	assert.Positive(t, unlocked)
 	_, err = services[2].Purge(ctx)
 	require.NoError(t, err)
+}
+
+// An undersized session pool makes a client queue inside PgBouncer for a
+// server connection: the call still returns by its context's deadline,
+// failing closed, instead of waiting for the pooler.
+func TestUndersizedSessionPoolReturnsByDeadline(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.URL(t)
+	url := pgtest.StartBouncer(t, pgcluster.PoolSession, 1, nil).URL(t, dbURL)
+	ctx := context.Background()
+	holder, err := database.OpenConfig(url, database.Config{Driver: pgtest.Driver()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = holder.Close() })
+	held, err := holder.Conn(ctx) // the pooler's only server connection
+	require.NoError(t, err)
+	require.NoError(t, held.PingContext(ctx))
+	t.Cleanup(func() { _ = held.Close() })
+
+	db, err := database.OpenConfig(url, database.Config{Driver: pgtest.Driver()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	s, err := lockout.New(db, lockout.Config{Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := s.Check(short, ann, "192.0.2.1"); done <- err }()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, lockout.ErrUnavailable)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(3 * time.Second):
+		t.Fatal("Check waited for the pooler past its deadline")
+	}
 }
