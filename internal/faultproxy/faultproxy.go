@@ -43,7 +43,7 @@ type Proxy struct {
 	refuse    bool
 	blackhole bool
 	delay     time.Duration
-	dropNext  bool
+	dropIn    int // the dropIn-th next reply chunk is dropped; 0: none
 	links     map[*link]struct{}
 	held      map[net.Conn]struct{} // blackholed client connections
 }
@@ -167,10 +167,15 @@ func (p *Proxy) Delay(d time.Duration) {
 // lost after the statement reached the server. Other connections are
 // untouched. Only one chunk is dropped however often DropNextReply is
 // called before it comes.
-func (p *Proxy) DropNextReply() {
+func (p *Proxy) DropNextReply() { p.DropReply(1) }
+
+// DropReply is DropNextReply for the n-th server→client chunk from now (1
+// is the next), on whichever connection it comes: a test can let a
+// statement's reply through and lose the next one (a COMMIT's, say).
+func (p *Proxy) DropReply(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.dropNext = true
+	p.dropIn = n
 }
 
 // Conns returns the number of client connections the proxy holds open:
@@ -367,9 +372,9 @@ func (p *Proxy) pass(l *link, reply bool) (drop, ok bool) {
 		}
 		stalled := p.stalled
 		if stalled == nil {
-			drop = reply && p.dropNext
-			if drop {
-				p.dropNext = false
+			if reply && p.dropIn > 0 {
+				p.dropIn--
+				drop = p.dropIn == 0
 			}
 			p.mu.Unlock()
 			return drop, true

@@ -85,6 +85,22 @@ func (c StoreConfig) resolve() StoreConfig {
 type Config struct {
 	// Store keeps the records. Required.
 	Store *Store
+	// Transactional runs the handler inside a transaction, which it finds
+	// in its request context ([TxFromContext] as a *sql.Tx,
+	// ent.TxFromContext as an ent transaction), and stores the response in
+	// that same transaction: the handler's writes and the stored response
+	// commit together or not at all. The response is held until the commit
+	// succeeded, then sent; when nothing committed the client gets a 503
+	// to retry (or the handler's own 4xx/5xx failure, rolled back), never a
+	// 2xx for work that was rolled back. The transaction first locks the
+	// claim's row, so a claim taken over by another instance can never
+	// commit; duplicates meanwhile get 409 at once. The lease is not
+	// renewed (the connection is the handler's): the handler must finish a
+	// fifth of StoreConfig.Lease before the lease ends, or its context is
+	// cancelled with [ErrLeaseLost] and its work rolled back. Each request
+	// in flight holds one connection of the pool for the whole handler;
+	// size the pool for it. Default false.
+	Transactional bool
 	// Header is the request header carrying the key. Default
 	// "Idempotency-Key".
 	Header string

@@ -187,6 +187,10 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		m.release(context.WithoutCancel(r.Context()), res.Claim, ev, log, 0, "canceled", false)
 		return
 	}
+	if cfg.Transactional {
+		m.runTx(next, w, r, res.Claim, ev, log)
+		return
+	}
 	m.run(next, w, r, res.Claim, ev, log)
 }
 
@@ -241,7 +245,7 @@ func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, 
 func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Request, c *Claim, ev Event, log logger) {
 	rec := &recorder{w: w, limit: m.cfg.MaxResponseBody, defaultType: m.cfg.DefaultContentType, keep: m.cfg.ReplayHeaders}
 	cleanup := context.WithoutCancel(r.Context())
-	ctx, cancel := context.WithCancelCause(r.Context())
+	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), tokenKey{}, c.token))
 	defer cancel(nil)
 	stopRenewing := m.keepAlive(c, log, func(cause error) {
 		rec.stopped.Store(true)

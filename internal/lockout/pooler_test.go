@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
