@@ -99,7 +99,9 @@ type Config struct {
 	// fifth of StoreConfig.Lease before the lease ends, or its context is
 	// cancelled with [ErrLeaseLost] and its work rolled back. Each request
 	// in flight holds one connection of the pool for the whole handler;
-	// size the pool for it. Default false.
+	// size the pool for it. The response is held, so Flush and Hijack are
+	// not available to the handler, and it cannot fail open (FailOpen).
+	// Default false.
 	Transactional bool
 	// Header is the request header carrying the key. Default
 	// "Idempotency-Key".
@@ -186,6 +188,9 @@ type Config struct {
 func (c Config) resolve() Config {
 	if c.Store == nil {
 		panic("idem: Config.Store is nil; build one with NewStore")
+	}
+	if c.Transactional && c.FailOpen {
+		panic("idem: Config.Transactional and Config.FailOpen together: a transactional handler needs the store's transaction, which a store that is down cannot give; drop FailOpen")
 	}
 	c.Header = cmp.Or(c.Header, DefaultHeader)
 	if strings.ContainsAny(c.Header, " \t\r\n:") {

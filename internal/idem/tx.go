@@ -192,6 +192,10 @@ func (m *middleware) runTx(next http.Handler, w http.ResponseWriter, r *http.Req
 		m.emit(ev, EventStored, resp.Status, "")
 		log.log(r.Context(), slog.LevelDebug, "idem: committed and stored", slog.Int("status", resp.Status))
 		hold.sendTo(w)
+	case errors.Is(err, ErrNotStored) && hold.overflow:
+		s.settle(context.WithoutCancel(r.Context()), c, err)
+		m.emit(ev, EventReleased, hold.status, "too large")
+		problem.Write(w, http.StatusInternalServerError, "The response exceeded the size this route can hold until its transaction commits; nothing was done.", 0)
 	case errors.Is(err, ErrNotStored) && hold.status != 0 && (hold.status < 200 || hold.status >= 400):
 		// Rolled back: the handler's own failure answer goes out as it is.
 		s.settle(context.WithoutCancel(r.Context()), c, err)

@@ -267,3 +267,27 @@ func TestStoreDo(t *testing.T) {
 	require.NoError(t, err, "a fresh run, not a 409")
 	assert.False(t, replayed)
 }
+
+func TestTransactionalRejectsFailOpen(t *testing.T) {
+	assert.PanicsWithValue(t,
+		"idem: Config.Transactional and Config.FailOpen together: a transactional handler needs the store's transaction, which a store that is down cannot give; drop FailOpen",
+		func() { Middleware(Config{Store: NewStore(deadDB(t), StoreConfig{}), Transactional: true, FailOpen: true}) })
+}
+
+// A held response over MaxResponseBody rolls the work back: the client
+// gets a 500 problem, nothing is stored, and the key can run again.
+func TestTransactionalOversizedResponseRollsBack(t *testing.T) {
+	t.Parallel()
+	f := newTxFixture(t, StoreConfig{})
+	f.h = serve(Config{Store: f.s, Transactional: true, MaxResponseBody: 8}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = TxFromContext(r.Context()).ExecContext(r.Context(), `INSERT INTO orders VALUES ('big', 1)`)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte(`{"far":"more than eight bytes"}`))
+	}))
+	w := post(f.h, "big", "{}")
+	assert.Equal(t, http.StatusInternalServerError, w.Code)
+	assert.Equal(t, "application/problem+json", w.Header().Get("Content-Type"))
+	orders, _, record := f.state(t, "big")
+	assert.Zero(t, orders)
+	assert.Nil(t, record)
+}
