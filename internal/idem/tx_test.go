@@ -271,7 +271,9 @@ func TestStoreDo(t *testing.T) {
 func TestTransactionalRejectsFailOpen(t *testing.T) {
 	assert.PanicsWithValue(t,
 		"idem: Config.Transactional and Config.FailOpen together: a transactional handler needs the store's transaction, which a store that is down cannot give; drop FailOpen",
-		func() { Middleware(Config{Store: NewStore(deadDB(t), StoreConfig{}), Transactional: true, FailOpen: true}) })
+		func() {
+			Middleware(Config{Store: NewStore(deadDB(t), StoreConfig{}), Transactional: true, FailOpen: true})
+		})
 }
 
 // A held response over MaxResponseBody rolls the work back: the client
