@@ -293,3 +293,23 @@ func TestTransactionalOversizedResponseRollsBack(t *testing.T) {
 	assert.Zero(t, orders)
 	assert.Nil(t, record)
 }
+
+// A handler that overruns its lease has its context cancelled a margin
+// before the lease ends, with ErrLeaseLost, and its work rolled back: no
+// other claimer ever waits behind its row lock, and nothing commits.
+func TestTransactionalOverrunIsRolledBack(t *testing.T) {
+	t.Parallel()
+	f := newTxFixture(t, StoreConfig{Lease: time.Second})
+	var cause atomic.Value
+	f.h = serve(Config{Store: f.s, Transactional: true}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = TxFromContext(r.Context()).ExecContext(r.Context(), `INSERT INTO orders VALUES ('slow', 1)`)
+		<-r.Context().Done()
+		cause.Store(context.Cause(r.Context()))
+		w.WriteHeader(http.StatusCreated) // too late
+	}))
+	assert.Equal(t, http.StatusServiceUnavailable, post(f.h, "slow", "{}").Code)
+	assert.ErrorIs(t, cause.Load().(error), ErrLeaseLost)
+	orders, _, record := f.state(t, "slow")
+	assert.Zero(t, orders)
+	assert.Nil(t, record, "released: a retry runs afresh")
+}
