@@ -2,11 +2,9 @@ package database_test
 
 import (
 	"context"
-	"database/sql"
 	"net"
 	"net/url"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -87,9 +85,6 @@ func TestConnectReturnsByDeadline(t *testing.T) {
 // and the connection is not used again.
 func TestFrozenBackendReturnsByDeadline(t *testing.T) {
 	t.Parallel()
-	if pgtest.Start(t).Cluster == nil {
-		t.Fatal("pgtest: this test stops a backend process, so it needs the local cluster: unset TEST_DATABASE_URL and DATABASE_URL")
-	}
 	for _, drv := range []string{database.DriverPQ, database.DriverPGX} {
 		t.Run(drv, func(t *testing.T) {
 			t.Parallel()
@@ -97,12 +92,6 @@ func TestFrozenBackendReturnsByDeadline(t *testing.T) {
 			db, err := database.OpenConfig(pgtest.URL(t), database.Config{Driver: drv, MaxOpenConns: 1})
 			require.NoError(t, err)
 			defer db.Close()
-			freeze := func() (thaw func()) {
-				var pid int
-				require.NoError(t, db.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
-				require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
-				return func() { _ = syscall.Kill(pid, syscall.SIGCONT) }
-			}
 			for name, call := range map[string]func(ctx context.Context) error{
 				"query": func(ctx context.Context) error {
 					return db.QueryRowContext(ctx, `SELECT $1::int`, 1).Scan(new(int))
@@ -120,8 +109,7 @@ func TestFrozenBackendReturnsByDeadline(t *testing.T) {
 				},
 			} {
 				t.Run(name, func(t *testing.T) {
-					thaw := freeze()
-					t.Cleanup(thaw) // also when returnsBy fails
+					thaw := pgtest.Freeze(t, db)
 					returnsBy(t, 300*time.Millisecond, call)
 					thaw()
 					var n int
@@ -135,8 +123,7 @@ func TestFrozenBackendReturnsByDeadline(t *testing.T) {
 				require.NoError(t, err)
 				_, err = tx.ExecContext(ctx, `SELECT 1`)
 				require.NoError(t, err)
-				thaw := freeze2(t, tx)
-				defer thaw()
+				pgtest.Freeze(t, tx)
 				done := make(chan error, 1)
 				go func() { done <- tx.Commit() }()
 				select {
@@ -148,15 +135,6 @@ func TestFrozenBackendReturnsByDeadline(t *testing.T) {
 			})
 		})
 	}
-}
-
-// freeze2 stops the backend of tx and returns what resumes it.
-func freeze2(t *testing.T, tx *sql.Tx) (thaw func()) {
-	t.Helper()
-	var pid int
-	require.NoError(t, tx.QueryRowContext(context.Background(), `SELECT pg_backend_pid()`).Scan(&pid))
-	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
-	return func() { _ = syscall.Kill(pid, syscall.SIGCONT) }
 }
 
 // A write whose reply is lost (the proxy drops it and closes the

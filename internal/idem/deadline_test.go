@@ -3,7 +3,6 @@ package idem
 import (
 	"context"
 	"net/http"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,9 +19,6 @@ import (
 // new connection once the backend is gone.
 func TestStoreCallsReturnByDeadlineOnFrozenBackend(t *testing.T) {
 	t.Parallel()
-	if pgtest.Start(t).Cluster == nil {
-		t.Fatal("pgtest: this test stops a backend process, so it needs the local cluster: unset TEST_DATABASE_URL and DATABASE_URL")
-	}
 	const deadline = 300 * time.Millisecond
 	const bound = 3 * time.Second // far above database.DeadlineSlack; a stuck call waits forever
 	for _, drv := range []string{database.DriverPQ, database.DriverPGX} {
@@ -51,10 +47,7 @@ func TestStoreCallsReturnByDeadlineOnFrozenBackend(t *testing.T) {
 						sub = name + "/deadline"
 					}
 					t.Run(sub, func(t *testing.T) {
-						var pid int
-						require.NoError(t, db.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
-						require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
-						t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+						thaw := pgtest.Freeze(t, db)
 						cctx := ctx
 						if withDeadline {
 							var cancel context.CancelFunc
@@ -69,7 +62,7 @@ func TestStoreCallsReturnByDeadlineOnFrozenBackend(t *testing.T) {
 						case <-time.After(deadline + bound):
 							t.Fatalf("%s had not returned %s after its deadline", name, bound)
 						}
-						require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
+						thaw()
 						_, err := s.Begin(ctx, storeReq("after"))
 						require.NoError(t, err, "the pool goes on on a new connection")
 						_, err = db.ExecContext(ctx, `DELETE FROM idempotency_records WHERE "id" <> $1`, claim.token)

@@ -3,7 +3,6 @@ package lockout_test
 import (
 	"context"
 	"log/slog"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,9 +20,6 @@ import (
 // goes on on a new connection once the backend is gone.
 func TestCallsReturnByDeadlineOnFrozenBackend(t *testing.T) {
 	t.Parallel()
-	if pgtest.Start(t).Cluster == nil {
-		t.Fatal("pgtest: this test stops a backend process, so it needs the local cluster: unset TEST_DATABASE_URL and DATABASE_URL")
-	}
 	const deadline = 300 * time.Millisecond
 	const bound = 3 * time.Second // far above database.DeadlineSlack; a stuck call waits forever
 	for _, drv := range []string{database.DriverPQ, database.DriverPGX} {
@@ -51,10 +47,7 @@ func TestCallsReturnByDeadlineOnFrozenBackend(t *testing.T) {
 					}
 					t.Run(sub, func(t *testing.T) {
 						ctx := context.Background()
-						var pid int
-						require.NoError(t, db.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
-						require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
-						t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+						thaw := pgtest.Freeze(t, db)
 						if withDeadline {
 							var cancel context.CancelFunc
 							ctx, cancel = context.WithTimeout(ctx, deadline)
@@ -74,7 +67,7 @@ func TestCallsReturnByDeadlineOnFrozenBackend(t *testing.T) {
 						case <-time.After(deadline + bound):
 							t.Fatalf("%s had not returned %s after its deadline", name, bound)
 						}
-						require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
+						thaw()
 						_, err := s.Check(context.Background(), ann, "192.0.2.1")
 						require.NoError(t, err, "the pool goes on on a new connection")
 					})
