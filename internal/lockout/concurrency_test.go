@@ -56,8 +56,9 @@ func concurrentFailures(t *testing.T, isolation, ip, stored string) {
 	clk := newClock()
 	var locks atomic.Int64
 	cfg := lockout.Config{
-		Now:    clk.Now,
-		Logger: slog.New(slog.DiscardHandler),
+		Now:     clk.Now,
+		Logger:  slog.New(slog.DiscardHandler),
+		Timeout: time.Minute, // counts, not latency, are checked
 		OnDecision: func(_ context.Context, op lockout.Op, d lockout.Decision) {
 			if op == lockout.OpFailure && d.LockedNow {
 				locks.Add(1)
@@ -183,7 +184,7 @@ func TestResetsLandUnderStrongerIsolation(t *testing.T) {
 			q := u.Query()
 			q.Set("default_transaction_isolation", "repeatable read")
 			u.RawQuery = q.Encode()
-			s, err := lockout.New(pgtest.Open(t, u.String()), lockout.Config{Now: newClock().Now, Logger: slog.New(slog.DiscardHandler)})
+			s, err := lockout.New(pgtest.Open(t, u.String()), lockout.Config{Now: newClock().Now, Logger: slog.New(slog.DiscardHandler), Timeout: time.Minute})
 			require.NoError(t, err)
 			for range 5 {
 				_, err := s.RecordFailure(ctx, ann, "192.0.2.1")

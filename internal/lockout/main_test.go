@@ -54,6 +54,11 @@ func newService(t testing.TB, cfg lockout.Config) (*lockout.Service, *sql.DB, *c
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Timeout == 0 {
+		// The tests check counts, not latency: a loaded machine may take
+		// longer than the default.
+		cfg.Timeout = time.Minute
+	}
 	s, err := lockout.New(db, cfg)
 	require.NoError(t, err)
 	return s, db, c

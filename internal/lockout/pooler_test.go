@@ -48,7 +48,7 @@ func TestServiceBehindPgBouncer(t *testing.T) {
 				t.Cleanup(func() { _ = db.Close() })
 				require.Equal(t, tc.params != nil, database.PoolerSafe(db))
 				// Limits high enough that no lock interferes with the counts.
-				s, err := lockout.New(db, lockout.Config{Now: clk.Now, Logger: slog.New(slog.DiscardHandler),
+				s, err := lockout.New(db, lockout.Config{Now: clk.Now, Logger: slog.New(slog.DiscardHandler), Timeout: time.Minute,
 					Policy: lockout.Policy{MaxFailures: 10000, EmailLimit: lockout.Off, IPLimit: lockout.Off}})
 				require.NoError(t, err)
 				t.Cleanup(func() { _ = s.Close() })
