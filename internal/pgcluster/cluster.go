@@ -306,7 +306,7 @@ func (c *Cluster) waitReady(ctx context.Context, exited <-chan struct{}) error {
 		case <-tick.C:
 		}
 	}
-	remote, err := sql.Open("postgres", c.URL("postgres")+"&connect_timeout=2")
+	remote, err := sql.Open("postgres", c.URL("postgres")+"&connect_timeout=10")
 	if err != nil {
 		return fmt.Errorf("pgcluster: %w", err)
 	}
