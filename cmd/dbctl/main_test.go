@@ -76,7 +76,7 @@ func devURL(t *testing.T) string {
 }
 
 // cliEmpty and cliNull are the values the Atlas CLI writes for an empty
-// error and error_stmt, and for no partial hashes: '' and the JSON null.
+// error and error_stmt, and for no partial hashes: ” and the JSON null.
 var (
 	cliEmpty = sql.NullString{Valid: true}
 	cliNull  = sql.NullString{String: "null", Valid: true}
