@@ -39,6 +39,15 @@ func atlasCLI(t *testing.T) string {
 	return ""
 }
 
+// TestAtlasCLI runs the suite, or says in one line why it did not run.
+func TestAtlasCLI(t *testing.T) {
+	bin := atlasCLI(t)
+	t.Parallel()
+	t.Run("Interop", func(t *testing.T) { atlasInterop(t, bin) })
+	t.Run("Baseline", func(t *testing.T) { atlasBaseline(t, bin) })
+	t.Run("RevisionsSchemaGuard", func(t *testing.T) { atlasRevisionsSchemaGuard(t, bin) })
+}
+
 // tool runs one of the two tools with the arguments of "migrate <cmd>".
 type tool struct {
 	name string
@@ -182,12 +191,11 @@ func rehash(t *testing.T, dir string, name, body string) {
 	require.Equal(t, exitOK, dbctl(t, "migrate", "hash", "--dir", dir).code)
 }
 
-// TestAtlasCLIInterop: a tool applies a directory whose latest file fails,
+// atlasInterop: a tool applies a directory whose latest file fails,
 // the file is fixed (keeping its first statement, with 3, 2 or 4
 // statements), and a tool continues: after each step the revision rows
 // are the ones the Atlas CLI alone leaves, and both tools' status agree.
-func TestAtlasCLIInterop(t *testing.T) {
-	bin := atlasCLI(t)
+func atlasInterop(t *testing.T, bin string) {
 	t.Parallel()
 	ts := tools(bin)
 	atlas := ts[1]
@@ -289,8 +297,7 @@ func interopRun(t *testing.T, atlas, first, next tool, mode string, fix int, sea
 }
 
 // A baseline revision is the CLI's, with and without search_path.
-func TestAtlasCLIBaseline(t *testing.T) {
-	bin := atlasCLI(t)
+func atlasBaseline(t *testing.T, bin string) {
 	t.Parallel()
 	ts := tools(bin)
 	dev := devURL(t)
@@ -329,8 +336,7 @@ func TestAtlasCLIBaseline(t *testing.T) {
 // With revisions in atlas_schema_revisions and a URL with search_path,
 // both tools refuse, name --revisions-schema and create nothing; with the
 // flag both find the revisions.
-func TestAtlasCLIRevisionsSchemaGuard(t *testing.T) {
-	bin := atlasCLI(t)
+func atlasRevisionsSchemaGuard(t *testing.T, bin string) {
 	t.Parallel()
 	ts := tools(bin)
 	url := pgtest.EmptyURL(t)
