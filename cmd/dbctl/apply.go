@@ -42,9 +42,13 @@ type applyError struct {
 
 func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("dbctl migrate apply",
-		"Applies the pending migration files in order, each in its own transaction, recording them in\n"+
-			"the Atlas CLI's revisions table: atlas_schema_revisions.atlas_schema_revisions, or\n"+
-			"<schema>.atlas_schema_revisions when the URL has search_path=<schema>. Running it again is a\n"+
+		"Applies the pending migration files in order, as atlas migrate apply does: each file in its own\n"+
+			"transaction with its revision (--tx-mode file, the default; all: one transaction for all;\n"+
+			"none: no transaction, a failed file keeps its applied statements and the next run resumes\n"+
+			"after them), recording them in the Atlas CLI's revisions table: --revisions-schema, else\n"+
+			"<schema>.atlas_schema_revisions when the URL has search_path=<schema>, else\n"+
+			"atlas_schema_revisions.atlas_schema_revisions; like the CLI it refuses a search_path URL whose\n"+
+			"schema has no revisions while atlas_schema_revisions has, until --revisions-schema says which. Running it again is a\n"+
 			"no-op; a concurrent run waits for the lock (--lock-timeout), then finds nothing to do.\n"+
 			"A database migrated by Prisma (a finished _prisma_migrations row, no revisions) is adopted:\n"+
 			"its schema is compared with the migrations up to that version on a dev database and, when\n"+
@@ -58,6 +62,8 @@ func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Write
 	devURL := devURLFlag(fs)
 	dryRun := fs.Bool("dry-run", false, "print the pending files and their statements; change nothing")
 	baseline := fs.String("baseline", "", "on a database with no revisions, record VERSION as applied and start after it (the schema is verified first)")
+	revFlag := revisionsSchemaFlag(fs)
+	txMode := fs.String("tx-mode", migration.TxModeFile, "transaction mode, as the Atlas CLI's: file (each file with its revision), all (every pending file in one), none (a failed file keeps its applied statements, recorded in its revision)")
 	lockTimeout := fs.Duration("lock-timeout", 10*time.Second, "how long to wait for a concurrent run to release the migration lock")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if code, ok := parse(fs, args, stderr); !ok {
@@ -68,9 +74,14 @@ func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Write
 		return usageErr(stderr, name, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	start := time.Now()
-	revSchema, bound, err := migration.SchemasFor(*dbURL)
+	revSchema, bound, err := revisionsSchemas(*dbURL, *revFlag)
 	if err != nil {
 		return usageErr(stderr, name, err)
+	}
+	switch *txMode {
+	case migration.TxModeFile, migration.TxModeAll, migration.TxModeNone:
+	default:
+		return usageErr(stderr, name, fmt.Errorf("--tx-mode %q: want file, all or none", *txMode))
 	}
 	dir, err := openDir(*dirPath)
 	if err != nil {
@@ -109,6 +120,14 @@ func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	defer db.Close()
 
+	// The Atlas CLI's guard, before anything is read or created.
+	if err := migration.CheckRevisionsSchema(ctx, db, bound, *revFlag); err != nil {
+		if code, ok := ambiguous(stderr, name, err); ok {
+			res.Error = &applyError{Message: oneLine(err.Error())}
+			return out(code)
+		}
+		return fail(err)
+	}
 	st, err := migration.ReadStatus(ctx, db, dir, revSchema)
 	if err != nil {
 		return fail(err)
@@ -175,7 +194,8 @@ func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 
 	report, err := migration.Apply(ctx, db, dir, migration.ApplyOptions{
-		RevisionsSchema: revSchema, Schema: bound, Baseline: res.Baseline, LockTimeout: *lockTimeout,
+		RevisionsSchema: revSchema, RevisionsSchemaGiven: *revFlag != "", Schema: bound, TxMode: *txMode,
+		Baseline: res.Baseline, LockTimeout: *lockTimeout,
 	})
 	if report != nil {
 		res.Baseline = report.Baseline
@@ -198,6 +218,11 @@ func runMigrateApply(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	if errors.Is(err, migration.ErrLocked) {
 		return fail(fmt.Errorf("%w: another dbctl or atlas migrate apply is running on this database; try again, or raise --lock-timeout", err))
+	}
+	if code, ok := ambiguous(stderr, name, err); ok {
+		// Taken between the check above and the lock.
+		res.Error = &applyError{Message: oneLine(err.Error())}
+		return out(code)
 	}
 	if err != nil {
 		return fail(err)

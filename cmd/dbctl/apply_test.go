@@ -41,7 +41,7 @@ func TestApplyOnEmptyDatabaseThenNoop(t *testing.T) {
 	db := pgtest.Open(t, url)
 	assert.Equal(t, []revision{{
 		Version: spec.Version, Description: spec.Name, Hash: hash, Operator: migration.OperatorVersion,
-		Type: int(migrate.RevisionTypeExecute), Applied: 9, Total: 9,
+		Type: int(migrate.RevisionTypeExecute), Applied: 9, Total: 9, Error: cliEmpty, ErrorStmt: cliEmpty, Partial: cliNull,
 	}}, revisions(t, db, "atlas_schema_revisions"))
 	assert.True(t, tableExists(t, db, "public.auth_attempts"))
 
@@ -137,24 +137,53 @@ func TestApplyLockHeldStopsCleanly(t *testing.T) {
 
 func TestApplyFailingMigration(t *testing.T) {
 	t.Parallel()
-	url := pgtest.EmptyURL(t)
 	const bad = "20260201000000_broken.sql"
-	dir := migrationsDir(t, map[string]string{
-		bad: "CREATE TABLE \"kept_out\" (\"id\" text);\nALTER TABLE \"no_such_table\"\n  ADD COLUMN \"x\" integer;\n",
-	})
-	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
-	assert.Equal(t, exitFail, r.code)
-	assert.Contains(t, r.stdout, "Applied "+firstFile, "the earlier file is applied")
-	assert.Contains(t, r.stderr, bad)
-	assert.Contains(t, r.stderr, `statement: ALTER TABLE "no_such_table" ADD COLUMN "x" integer;`)
-	assert.Contains(t, r.stderr, `relation "no_such_table" does not exist`)
-	assert.Equal(t, 1, lines(r.stderr), "one line: %q", r.stderr)
-	db := pgtest.Open(t, url)
-	assert.False(t, tableExists(t, db, "public.kept_out"), "the failing file was rolled back")
-
-	r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
-	assert.Equal(t, exitFailed, r.code, r.stdout+r.stderr)
-	assert.Contains(t, r.stdout, "Failed: "+bad+" (0 of 2 statements applied)")
+	for _, mode := range []string{"file", "all", "none"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			url := pgtest.EmptyURL(t)
+			dir := migrationsDir(t, map[string]string{
+				bad: "CREATE TABLE \"kept_out\" (\"id\" text);\nALTER TABLE \"no_such_table\"\n  ADD COLUMN \"x\" integer;\n",
+			})
+			r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir, "--tx-mode", mode)
+			assert.Equal(t, exitFail, r.code)
+			assert.Contains(t, r.stderr, bad)
+			assert.Contains(t, r.stderr, `statement: ALTER TABLE "no_such_table" ADD COLUMN "x" integer;`)
+			assert.Contains(t, r.stderr, `relation "no_such_table" does not exist`)
+			assert.Equal(t, 1, lines(r.stderr), "one line: %q", r.stderr)
+			db := pgtest.Open(t, url)
+			revs := revisions(t, db, "atlas_schema_revisions")
+			applied := r.stdout
+			r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
+			switch mode {
+			case "file":
+				// The file and its revision rolled back together; the
+				// earlier file stays applied.
+				assert.Contains(t, applied, "Applied "+firstFile)
+				assert.False(t, tableExists(t, db, "public.kept_out"), "the failing file was rolled back")
+				require.Len(t, revs, 1)
+				assert.Equal(t, exitPending, r.code, r.stdout+r.stderr)
+				assert.Contains(t, r.stdout, "Pending: "+bad)
+			case "all":
+				// Nothing of the run stays, not even the earlier file.
+				assert.False(t, tableExists(t, db, "public.auth_attempts"))
+				assert.False(t, tableExists(t, db, "public.kept_out"))
+				assert.Empty(t, revs)
+				assert.Equal(t, exitPending, r.code, r.stdout+r.stderr)
+				assert.Contains(t, r.stdout, "Pending: "+firstFile)
+			case "none":
+				// The statement before the failing one stays, and the
+				// revision records it.
+				assert.True(t, tableExists(t, db, "public.kept_out"))
+				require.Len(t, revs, 2)
+				assert.Equal(t, 1, revs[1].Applied)
+				assert.Equal(t, 2, revs[1].Total)
+				assert.Contains(t, revs[1].Error.String, "no_such_table")
+				assert.Equal(t, exitFailed, r.code, r.stdout+r.stderr)
+				assert.Contains(t, r.stdout, "Failed: "+bad+" (1 of 2 statements applied)")
+			}
+		})
+	}
 }
 
 func TestStatusStates(t *testing.T) {
@@ -311,18 +340,29 @@ func withParam(t *testing.T, raw, key, value string) string {
 func TestApplyFixedFileAfterFailure(t *testing.T) {
 	t.Parallel()
 	const bad = "20260201000000_broken.sql"
-	for name, fixed := range map[string]string{
-		"more statements":  "CREATE TABLE \"t1\" (\"id\" text);\nCREATE TABLE \"t2\" (\"id\" text);\nCREATE TABLE \"t3\" (\"id\" text);\n",
-		"fewer statements": "CREATE TABLE \"t1\" (\"id\" text);\n",
+	for _, c := range []struct{ name, mode, fixed string }{
+		{"more statements", "file", "CREATE TABLE \"t1\" (\"id\" text);\nCREATE TABLE \"t2\" (\"id\" text);\nCREATE TABLE \"t3\" (\"id\" text);\n"},
+		{"fewer statements", "file", "CREATE TABLE \"t1\" (\"id\" text);\n"},
+		// Resumed after the applied statement, with the fixed file's
+		// count as the total.
+		{"more statements", "none", "CREATE TABLE \"t1\" (\"id\" text);\nCREATE TABLE \"t2\" (\"id\" text);\nCREATE TABLE \"t3\" (\"id\" text);\n"},
+		{"fewer statements", "none", "CREATE TABLE \"t1\" (\"id\" text);\n"},
 	} {
-		t.Run(name, func(t *testing.T) {
+		fixed := c.fixed
+		t.Run(c.name+" "+c.mode, func(t *testing.T) {
 			t.Parallel()
 			url := pgtest.EmptyURL(t)
 			dir := migrationsDir(t, map[string]string{
 				bad: "CREATE TABLE \"t1\" (\"id\" text);\nALTER TABLE \"no_such_table\" ADD COLUMN \"x\" integer;\n",
 			})
-			r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
+			r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir, "--tx-mode", c.mode)
 			require.Equal(t, exitFail, r.code, r.stdout+r.stderr)
+			ld, err := migrate.NewLocalDir(dir)
+			require.NoError(t, err)
+			sum, err := ld.Checksum()
+			require.NoError(t, err)
+			failedHash, err := sum.SumByName(bad)
+			require.NoError(t, err)
 
 			require.NoError(t, os.WriteFile(filepath.Join(dir, bad), []byte(fixed), 0o644))
 			require.Equal(t, exitOK, dbctl(t, "migrate", "hash", "--dir", dir).code)
@@ -330,18 +370,21 @@ func TestApplyFixedFileAfterFailure(t *testing.T) {
 			require.Equal(t, exitOK, r.code, r.stdout+r.stderr)
 			assert.Contains(t, r.stdout, "Applied "+bad)
 
-			ld, err := migrate.NewLocalDir(dir)
-			require.NoError(t, err)
-			sum, err := ld.Checksum()
+			sum, err = ld.Checksum()
 			require.NoError(t, err)
 			hash, err := sum.SumByName(bad)
 			require.NoError(t, err)
+			if c.mode == "none" {
+				// A resumed revision keeps the hash it started with, as
+				// the Atlas CLI's executor keeps it.
+				hash = failedHash
+			}
 			n := strings.Count(fixed, ";")
 			revs := revisions(t, pgtest.Open(t, url), "atlas_schema_revisions")
 			require.Len(t, revs, 2)
 			assert.Equal(t, revision{
 				Version: "20260201000000", Description: "broken", Hash: hash, Operator: migration.OperatorVersion,
-				Type: int(migrate.RevisionTypeExecute), Applied: n, Total: n,
+				Type: int(migrate.RevisionTypeExecute), Applied: n, Total: n, Error: cliEmpty, ErrorStmt: cliEmpty, Partial: cliNull,
 			}, revs[1])
 
 			r = dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
@@ -353,40 +396,42 @@ func TestApplyFixedFileAfterFailure(t *testing.T) {
 	}
 }
 
-// A file that fails again after an edit records the edited file's total,
-// hash and error.
+// Without a transaction, a file that fails again after an edit is resumed
+// after the statements recorded, with the edited file's total, and
+// records the new error; its hash stays the one it started with, as the
+// Atlas CLI's executor keeps it.
 func TestApplyFailsAgainAfterEdit(t *testing.T) {
 	t.Parallel()
 	const bad = "20260201000000_broken.sql"
 	url := pgtest.EmptyURL(t)
 	dir := migrationsDir(t, map[string]string{
-		bad: "ALTER TABLE \"no_such_table\" ADD COLUMN \"x\" integer;\n",
+		bad: "CREATE TABLE \"t1\" (\"id\" text);\nALTER TABLE \"no_such_table\" ADD COLUMN \"x\" integer;\n",
 	})
-	require.Equal(t, exitFail, dbctl(t, "migrate", "apply", "--url", url, "--dir", dir).code)
-
-	edited := "CREATE TABLE \"t1\" (\"id\" text);\nCREATE TABLE \"t2\" (\"id\" text);\nALTER TABLE \"still_missing\" ADD COLUMN \"x\" integer;\n"
-	require.NoError(t, os.WriteFile(filepath.Join(dir, bad), []byte(edited), 0o644))
-	require.Equal(t, exitOK, dbctl(t, "migrate", "hash", "--dir", dir).code)
-	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir)
-	require.Equal(t, exitFail, r.code, r.stdout+r.stderr)
-	assert.Contains(t, r.stderr, `relation "still_missing" does not exist`)
-
+	require.Equal(t, exitFail, dbctl(t, "migrate", "apply", "--url", url, "--dir", dir, "--tx-mode", "none").code)
 	ld, err := migrate.NewLocalDir(dir)
 	require.NoError(t, err)
 	sum, err := ld.Checksum()
 	require.NoError(t, err)
 	hash, err := sum.SumByName(bad)
 	require.NoError(t, err)
+
+	edited := "CREATE TABLE \"t1\" (\"id\" text);\nCREATE TABLE \"t2\" (\"id\" text);\nALTER TABLE \"still_missing\" ADD COLUMN \"x\" integer;\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, bad), []byte(edited), 0o644))
+	require.Equal(t, exitOK, dbctl(t, "migrate", "hash", "--dir", dir).code)
+	r := dbctl(t, "migrate", "apply", "--url", url, "--dir", dir, "--tx-mode", "none")
+	require.Equal(t, exitFail, r.code, r.stdout+r.stderr)
+	assert.Contains(t, r.stderr, `relation "still_missing" does not exist`)
+
 	revs := revisions(t, pgtest.Open(t, url), "atlas_schema_revisions")
 	require.Len(t, revs, 2)
 	assert.Equal(t, hash, revs[1].Hash)
-	assert.Equal(t, 0, revs[1].Applied)
+	assert.Equal(t, 2, revs[1].Applied)
 	assert.Equal(t, 3, revs[1].Total)
 	assert.Contains(t, revs[1].Error.String, "still_missing")
 
 	r = dbctl(t, "migrate", "status", "--url", url, "--dir", dir)
 	assert.Equal(t, exitFailed, r.code, r.stdout+r.stderr)
-	assert.Contains(t, r.stdout, "Failed: "+bad+" (0 of 3 statements applied)")
+	assert.Contains(t, r.stdout, "Failed: "+bad+" (2 of 3 statements applied)")
 }
 
 // A revision recording statements applied without their hashes, as an

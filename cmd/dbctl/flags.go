@@ -80,6 +80,35 @@ type envValue struct{ p *string }
 func (v envValue) String() string     { return "" } // keeps the default out of -h
 func (v envValue) Set(s string) error { *v.p = s; return nil }
 
+// revisionsSchemaFlag adds --revisions-schema, the Atlas CLI's flag.
+func revisionsSchemaFlag(fs *flag.FlagSet) *string {
+	return fs.String("revisions-schema", "",
+		"`SCHEMA` of the revisions table, as the Atlas CLI's flag (default: the URL's search_path schema, else atlas_schema_revisions)")
+}
+
+// revisionsSchemas returns the schema of the revisions table and the
+// schema the URL is bound to, by the Atlas CLI's rule.
+func revisionsSchemas(rawURL, flag string) (revisions, bound string, err error) {
+	if _, bound, err = migration.SchemasFor(rawURL); err != nil {
+		return "", "", err
+	}
+	if strings.ContainsAny(flag, ", ") {
+		return "", "", fmt.Errorf("--revisions-schema %q: give exactly one schema", flag)
+	}
+	return migration.RevisionsSchemaFor(bound, flag), bound, nil
+}
+
+// ambiguous reports the Atlas CLI's refusal when err is one, in one line
+// naming the flag, and returns exitFail; ok is false for other errors.
+func ambiguous(stderr io.Writer, name string, err error) (int, bool) {
+	var ae *migration.AmbiguousRevisionsError
+	if !errors.As(err, &ae) {
+		return 0, false
+	}
+	fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(strings.TrimPrefix(err.Error(), "migration: ")))
+	return exitFail, true
+}
+
 // dirFlag adds --dir, the migration directory.
 func dirFlag(fs *flag.FlagSet) *string {
 	return fs.String("dir", "migrations", "migration directory")

@@ -75,6 +75,13 @@ func devURL(t *testing.T) string {
 	return pgtest.Start(t).AdminURL
 }
 
+// cliEmpty and cliNull are the values the Atlas CLI writes for an empty
+// error and error_stmt, and for no partial hashes: ” and the JSON null.
+var (
+	cliEmpty = sql.NullString{Valid: true}
+	cliNull  = sql.NullString{String: "null", Valid: true}
+)
+
 type revision struct {
 	Version, Description, Hash, Operator string
 	Type, Applied, Total                 int

@@ -42,6 +42,7 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 	dirPath := dirFlag(fs)
 	yes := fs.Bool("yes", false, "do not ask for confirmation")
 	force := fs.Bool("force", false, "allow a host that is not local")
+	revFlag := revisionsSchemaFlag(fs)
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if code, ok := parse(fs, args, stderr); !ok {
 		return code
@@ -62,7 +63,7 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 	if !database.IsLocalHost(host) && !*force {
 		return usageErr(stderr, name, fmt.Errorf("refusing to reset a database on %s, which is not a local host: reset is for development; pass --force if you mean it", host))
 	}
-	revSchema, bound, err := migration.SchemasFor(*dbURL)
+	revSchema, bound, err := revisionsSchemas(*dbURL, *revFlag)
 	if err != nil {
 		return usageErr(stderr, name, err)
 	}
@@ -95,6 +96,13 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 		return usageErr(stderr, name, err)
 	}
 	defer db.Close()
+	// The Atlas CLI's guard, before anything is dropped.
+	if err := migration.CheckRevisionsSchema(ctx, db, bound, *revFlag); err != nil {
+		if code, ok := ambiguous(stderr, name, err); ok {
+			return code
+		}
+		return failErr(stderr, name, err)
+	}
 	var b strings.Builder
 	for _, s := range schemas {
 		fmt.Fprintf(&b, "DROP SCHEMA IF EXISTS %s CASCADE;\n", pq.QuoteIdentifier(s))
@@ -113,7 +121,7 @@ func runMigrateReset(ctx context.Context, args []string, stdout, stderr io.Write
 		return exitFail
 	}
 	res := resetResult{Dropped: schemas, Applied: []string{}}
-	report, err := migration.Apply(ctx, db, dir, migration.ApplyOptions{RevisionsSchema: revSchema, Schema: bound})
+	report, err := migration.Apply(ctx, db, dir, migration.ApplyOptions{RevisionsSchema: revSchema, RevisionsSchemaGiven: *revFlag != "", Schema: bound})
 	if report != nil {
 		for _, f := range report.Applied {
 			res.Applied = append(res.Applied, f.Name())

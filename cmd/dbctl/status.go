@@ -17,8 +17,9 @@ type statusResult struct {
 func runMigrateStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	const name = "dbctl migrate status"
 	fs := newFlags(name,
-		"Compares the revisions recorded in the database with the migration directory: applied, pending,\n"+
-			"failed (an error or fewer statements applied than the file has) and unknown (in the database,\n"+
+		"Compares the revisions recorded in the database with the migration directory, by the Atlas\n"+
+			"CLI's rule: applied, pending, failed (the latest revision records fewer statements applied\n"+
+			"than its total) and unknown (in the database,\n"+
 			"not in the directory) versions, and files added out of order (older than the latest applied\n"+
 			"version: apply refuses them, as the Atlas CLI does, and they count as pending). Changes nothing.\n"+
 			"Exit 0 up to date, 3 pending files, 4 a failed revision, 5 unknown revisions (the highest\n"+
@@ -27,11 +28,12 @@ func runMigrateStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 		"dbctl migrate status --url postgres://app@db:5432/klozd --json", stderr)
 	dbURL := urlFlag(fs)
 	dirPath := dirFlag(fs)
+	revFlag := revisionsSchemaFlag(fs)
 	asJSON := fs.Bool("json", false, "print the status as JSON")
 	if code, ok := parse(fs, args, stderr); !ok {
 		return code
 	}
-	revSchema, _, err := migration.SchemasFor(*dbURL)
+	revSchema, bound, err := revisionsSchemas(*dbURL, *revFlag)
 	if err != nil {
 		return usageErr(stderr, name, err)
 	}
@@ -44,6 +46,12 @@ func runMigrateStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 		return usageErr(stderr, name, err)
 	}
 	defer db.Close()
+	if err := migration.CheckRevisionsSchema(ctx, db, bound, *revFlag); err != nil {
+		if code, ok := ambiguous(stderr, name, err); ok {
+			return code
+		}
+		return failErr(stderr, name, err)
+	}
 	st, err := migration.ReadStatus(ctx, db, dir, revSchema)
 	if err != nil {
 		return failErr(stderr, name, err)

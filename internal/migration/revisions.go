@@ -167,15 +167,14 @@ func (r *Revisions) WriteRevision(ctx context.Context, rev *migrate.Revision) er
 	if rev.Version == CloudIdentifier {
 		return errCloudIdentifier
 	}
-	var partial any
-	if rev.PartialHashes != nil {
-		b, err := json.Marshal(rev.PartialHashes)
-		if err != nil {
-			return fmt.Errorf("migration: encode partial hashes: %w", err)
-		}
-		partial = string(b)
+	// As the Atlas CLI writes them (through ent): error and error_stmt
+	// are '' rather than NULL when empty, and partial_hashes is the JSON
+	// encoding of the list, the JSON null when there is none.
+	partial, err := json.Marshal(rev.PartialHashes)
+	if err != nil {
+		return fmt.Errorf("migration: encode partial hashes: %w", err)
 	}
-	_, err := r.db.ExecContext(ctx, `INSERT INTO `+r.table()+` (`+revisionColumns+`)
+	_, err = r.db.ExecContext(ctx, `INSERT INTO `+r.table()+` (`+revisionColumns+`)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT ("version") DO UPDATE SET
 	"type" = excluded."type", "applied" = excluded."applied",
@@ -183,7 +182,7 @@ ON CONFLICT ("version") DO UPDATE SET
 	"error" = excluded."error", "error_stmt" = excluded."error_stmt", "hash" = excluded."hash",
 	"partial_hashes" = excluded."partial_hashes", "operator_version" = excluded."operator_version"`,
 		rev.Version, rev.Description, int64(rev.Type), rev.Applied, rev.Total, rev.ExecutedAt,
-		int64(rev.ExecutionTime), nullString(rev.Error), nullString(rev.ErrorStmt), rev.Hash, partial, rev.OperatorVersion)
+		int64(rev.ExecutionTime), rev.Error, rev.ErrorStmt, rev.Hash, string(partial), rev.OperatorVersion)
 	if err != nil {
 		return fmt.Errorf("migration: write revision %s: %w", rev.Version, err)
 	}
@@ -224,12 +223,59 @@ func scanRevision(rows *sql.Rows) (*migrate.Revision, error) {
 	return &rev, nil
 }
 
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
 // errLocked reports that another migration run holds the lock.
 var errLocked = errors.New("migration: another migration run holds the lock on this database")
+
+// RevisionsSchemaFor returns the schema of the revisions table by the Atlas
+// CLI's rule: flag (its --revisions-schema) when given, else the schema the
+// URL is bound to (bound, its search_path), else [DefaultRevisionsSchema].
+func RevisionsSchemaFor(bound, flag string) string {
+	switch {
+	case flag != "":
+		return flag
+	case bound != "":
+		return bound
+	default:
+		return DefaultRevisionsSchema
+	}
+}
+
+// AmbiguousRevisionsError is the Atlas CLI's refusal ("ambiguous revision
+// table") for a URL bound to a schema that has no revisions table while
+// [DefaultRevisionsSchema] has one, without --revisions-schema: the
+// revisions may be in either place, and starting a new table in the bound
+// schema would apply every file again.
+type AmbiguousRevisionsError struct {
+	Schema string // the schema the URL is bound to
+}
+
+func (e *AmbiguousRevisionsError) Error() string {
+	return fmt.Sprintf("migration: ambiguous revision table: none in the connected schema %q, but %s.%s exists: "+
+		"pass --revisions-schema %s to use it, or --revisions-schema %s to start a new one in the connected schema "+
+		"(or drop the schema %s if it is unused)",
+		e.Schema, DefaultRevisionsSchema, RevisionsTable, DefaultRevisionsSchema, e.Schema, DefaultRevisionsSchema)
+}
+
+// CheckRevisionsSchema is the Atlas CLI's guard: when the URL is bound to
+// a schema (bound) and no --revisions-schema was given (flag), a revisions
+// table that exists only in [DefaultRevisionsSchema] is refused with an
+// [AmbiguousRevisionsError]. It reads the catalog and changes nothing.
+func CheckRevisionsSchema(ctx context.Context, db schema.ExecQuerier, bound, flag string) error {
+	if bound == "" || flag != "" {
+		return nil
+	}
+	if ok, err := NewRevisions(db, bound).Exists(ctx); err != nil || ok {
+		return err
+	}
+	if bound == DefaultRevisionsSchema {
+		return nil
+	}
+	ok, err := NewRevisions(db, DefaultRevisionsSchema).Exists(ctx)
+	if err != nil {
+		return err
+	}
+	if ok {
+		return &AmbiguousRevisionsError{Schema: bound}
+	}
+	return nil
+}

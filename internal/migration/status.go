@@ -12,14 +12,17 @@ import (
 type Status struct {
 	// Applied lists the versions fully applied, or covered by a baseline.
 	Applied []string `json:"applied"`
-	// Pending lists the files not applied yet that apply would run, in order.
+	// Pending lists the files not applied yet that apply would run, in
+	// order, as the Atlas CLI counts them (with a revision whose applied
+	// count is not its total).
 	Pending []string `json:"pending"`
 	// OutOfOrder lists the files not applied whose version is older than
 	// the latest revision: apply refuses them, as the Atlas CLI does (a
 	// non-linear history), until they are given a later version.
 	OutOfOrder []string `json:"out_of_order"`
-	// Failed lists the versions whose revision records an error or fewer
-	// statements applied than the file has.
+	// Failed lists the latest revision when it records fewer statements
+	// applied than its total (and was not marked resolved), as the Atlas
+	// CLI reports it; its file is not listed in Pending.
 	Failed []FailedRevision `json:"failed"`
 	// Unknown lists versions recorded in the database that the directory
 	// does not have.
@@ -92,15 +95,16 @@ func ReadStatus(ctx context.Context, db schema.ExecQuerier, dir migrate.Dir, rev
 	return statusOf(revs, files), nil
 }
 
+// statusOf reads the history as the Atlas CLI's executor and its
+// "migrate status" do: the files from the latest revision on are pending
+// (from the latest one itself when it is partially applied, applied !=
+// total), files between the first and the latest revision that are not
+// recorded were added out of order, and the others are applied (recorded,
+// or older than the first revision, such as those under a baseline). The
+// latest revision is failed when it records fewer statements applied than
+// its total, unless it was marked resolved.
 func statusOf(revs []*migrate.Revision, files []migrate.File) *Status {
 	st := &Status{Applied: []string{}, Pending: []string{}, OutOfOrder: []string{}, Failed: []FailedRevision{}, Unknown: []string{}, Revisions: len(revs)}
-	// As the executor reads the history: a file older than the latest
-	// revision (and not older than the first) that is not recorded was
-	// added out of order.
-	var first, last string
-	if len(revs) > 0 {
-		first, last = revs[0].Version, revs[len(revs)-1].Version
-	}
 	byVersion := make(map[string]*migrate.Revision, len(revs))
 	for _, r := range revs {
 		byVersion[r.Version] = r
@@ -108,33 +112,64 @@ func statusOf(revs []*migrate.Revision, files []migrate.File) *Status {
 			st.Baseline = r.Version
 		}
 	}
+	migrations := migrate.SkipCheckpointFiles(files)
 	inDir := make(map[string]bool, len(files))
 	for _, f := range files {
 		inDir[f.Version()] = true
-		r, ok := byVersion[f.Version()]
-		switch {
-		case ok && r.Type.Has(migrate.RevisionTypeBaseline):
-			st.Applied = append(st.Applied, f.Version())
-		case ok && (r.Error != "" || r.Applied < r.Total):
-			st.Failed = append(st.Failed, FailedRevision{
-				Version: r.Version, File: f.Name(), Applied: r.Applied, Total: r.Total, Error: r.Error, ErrorStmt: r.ErrorStmt,
-			})
-		case ok:
-			st.Applied = append(st.Applied, f.Version())
-		case st.Baseline != "" && f.Version() <= st.Baseline:
-			// Covered by the baseline, as the Atlas CLI counts it.
-			st.Applied = append(st.Applied, f.Version())
-		case last != "" && f.Version() >= first && f.Version() < last:
-			st.OutOfOrder = append(st.OutOfOrder, f.Name())
-			st.outOfOrder = append(st.outOfOrder, f)
-		default:
-			st.Pending = append(st.Pending, f.Name())
-			st.pending = append(st.pending, f)
-		}
 	}
 	for _, r := range revs {
 		if !inDir[r.Version] {
 			st.Unknown = append(st.Unknown, r.Version)
+		}
+	}
+	pendingFrom := 0 // index in migrations of the first pending file
+	var last *migrate.Revision
+	if len(revs) > 0 {
+		last = revs[len(revs)-1]
+		partially := last.Applied != last.Total
+		idx := migrate.FilesLastIndex(migrations, func(f migrate.File) bool {
+			if partially {
+				return f.Version() == last.Version
+			}
+			return f.Version() <= last.Version
+		})
+		switch {
+		case idx == -1 && partially:
+			// The file of a partially applied revision is missing: the
+			// CLI stops there; it is listed as unknown.
+			pendingFrom = len(migrations)
+		case idx == -1:
+			// Every file is newer than the history.
+		case partially:
+			pendingFrom = idx
+		default:
+			pendingFrom = idx + 1
+		}
+		if partially && idx != -1 && !last.Type.Has(migrate.RevisionTypeResolved) && last.Applied < last.Total {
+			f := migrations[idx]
+			total := last.Total
+			if stmts, err := f.StmtDecls(); err == nil {
+				total = len(stmts) // as the CLI reports it: the file's count now
+			}
+			st.Failed = append(st.Failed, FailedRevision{
+				Version: last.Version, File: f.Name(), Applied: last.Applied, Total: total, Error: last.Error, ErrorStmt: last.ErrorStmt,
+			})
+		}
+	}
+	for i, f := range migrations {
+		_, recorded := byVersion[f.Version()]
+		switch {
+		case i >= pendingFrom:
+			if len(st.Failed) > 0 && st.Failed[0].Version == f.Version() {
+				continue // listed as failed
+			}
+			st.Pending = append(st.Pending, f.Name())
+			st.pending = append(st.pending, f)
+		case !recorded && f.Version() >= revs[0].Version:
+			st.OutOfOrder = append(st.OutOfOrder, f.Name())
+			st.outOfOrder = append(st.outOfOrder, f)
+		default:
+			st.Applied = append(st.Applied, f.Version())
 		}
 	}
 	return st
