@@ -46,6 +46,33 @@
 // attacked with. Deployments that prefer an explicit answer can use
 // [WriteDenied] (429 with Retry-After); it too answers every email alike.
 //
+// # One counter per account
+//
+// An email is counted under the key [NormalizeEmail] returns, which folds
+// the spellings a user table could match to one account: case (with full
+// Unicode case folding, so "ß" is "ss"), width ("ａｎｎ" is "ann"),
+// canonical composition, and in the domain compatibility characters and
+// the IDNA dots. Local parts are prepared with the PRECIS IdentifierClass
+// (RFC 8264, the class of RFC 8265's usernames) and what it disallows is
+// refused: circled letters, symbols, spaces, and ZWJ or ZWNJ outside the
+// scripts that need them. A refused email gets an [*EmailError], a denying
+// decision and no row, so a variant can never buy an attacker a counter
+// of its own. The domain is prepared per label rather than with the whole
+// address, so that the Bidi Rule judges each label (a left-to-right local
+// part with an Arabic domain is valid) and compatibility characters map
+// there as IDNA's UTS #46 maps them instead of being refused; A-labels
+// ("xn--…") are not decoded, which would need an IDNA implementation.
+//
+// Rows written before this folding keep the key they were written under.
+// A user whose address folds differently now (any non-ASCII address that
+// changes, "ß" to "ss" for example; an ASCII address without spaces keeps
+// its key) starts a fresh counter once: the old row no longer counts,
+// [Service.Status] and the Unlock calls no longer find it, and
+// [Service.Purge] deletes it once its window and lock are over. Addresses
+// now refused (a space in the local part, a ZWJ in an ASCII name) cannot
+// log in through a handler that acts on the decision; such accounts need
+// their address changed.
+//
 // # The per-email limit: trade-off
 //
 // A per-account limit lets an attacker lock a victim out by failing on
