@@ -34,6 +34,18 @@ type Decision struct {
 	// one that set the lock, which leaves the lock where it is, may report
 	// it too (under ExtendWhileLocked, or at the MaxLockDuration cap).
 	LockedNow bool
+	// Admitted, from [Service.RecordFailure], says whether the attempt this
+	// call counted may still have its password verified, for the flow that
+	// counts an attempt before verifying it (see the package
+	// documentation). Allowed is the decision for the next attempt; the
+	// attempt that sets the pair's lock is the MaxFailures-th of its run
+	// and was itself allowed, so Admitted is also true for it, unless
+	// another limit denies longer. Under [Policy.ExtendWhileLocked], whose
+	// failures move a standing lock, a concurrent burst past the lock may
+	// get one attempt more per MaxFailures admitted. False from
+	// [Service.Check]; under [Policy.FailOpen] an unavailable database
+	// admits the attempt.
+	Admitted bool
 }
 
 // Op names the call a [Decision] comes from, for [Config.OnDecision].

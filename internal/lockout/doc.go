@@ -24,17 +24,39 @@
 //
 // # Use
 //
-// A login handler calls [Service.Check] before it verifies the password and
-// [Service.RecordFailure] or [Service.RecordSuccess] once it knows the
-// result (see the example). [ClientIP] takes the client address from the
-// request without trusting forgeable headers.
+// A login handler calls, in this order (see the example):
 //
-// Check is a read: attempts already past it when a lock lands still get
-// their password verified (the failures they record are all counted). To
-// bound attempts strictly under concurrency, call RecordFailure before
-// verifying the password, proceed only if its decision allows, and call
-// RecordSuccess when the password is right: each attempt is then counted
-// atomically before it is tried.
+//  1. [Service.Check]; if its decision denies, it answers as for a wrong
+//     password without verifying it;
+//  2. [Service.RecordFailure], before it verifies the password, so that
+//     the attempt is counted atomically before it is tried; if the
+//     decision's [Decision.Admitted] is false, it answers as for a wrong
+//     password without verifying it;
+//  3. it verifies the password and, when it is right,
+//     [Service.RecordSuccess], which resets the pair (the failure counted
+//     in step 2 with it).
+//
+// This flow verifies exactly [Policy.MaxFailures] passwords per run of a
+// pair, also under a concurrent burst: RecordFailure's count of a pair is
+// exact, and only the attempts up to the one that sets the lock are
+// admitted. Admitted, not Allowed, says whether the counted attempt may be
+// tried: Allowed is the decision for the next attempt, so going by it
+// would verify MaxFailures−1 passwords (none under MaxFailures 1). The
+// per-email and per-IP limits are sums read from a snapshot: under this
+// flow the attempt that reaches one is not admitted, and under
+// concurrency a few attempts may pass one late. Check (step 1) keeps an
+// attempt that meets a standing denial from writing a row. A success
+// costs a write more than in the flow below.
+//
+// The shorter flow, Check, then the password, then RecordFailure when it
+// is wrong or RecordSuccess when it is right, verifies MaxFailures
+// passwords per run one attempt at a time, but Check is a read: attempts
+// already past it when a lock lands still get their password verified
+// (the failures they record are all counted), so a concurrent burst gets
+// as many passwords verified as it has attempts in flight.
+//
+// [ClientIP] takes the client address from the request without trusting
+// forgeable headers.
 //
 // # Enumeration safety
 //

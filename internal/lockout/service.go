@@ -184,6 +184,7 @@ func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision
 	}
 	d := decide(now, utc(r.lockedUntil), s.aggEnd(r.email), s.aggEnd(r.ip))
 	d.Failures, d.LockedNow = r.failures, r.lockedNow
+	d.Admitted = d.Allowed || s.setLock(r) && d.Limit == LimitPair
 	if r.lockedNow {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "lockout: locked",
 			slog.String("email", e), slog.String("ip", deref(addr)), slog.Int("failures", r.failures),
@@ -275,6 +276,19 @@ func (s *Service) failureNullIP(ctx context.Context, email string, now, cut time
 		}
 		return err
 	})
+}
+
+// setLock reports whether the failure of r set the pair's lock rather
+// than met it: only then was the attempt it counted allowed. Under
+// ExtendWhileLocked a failure that moves an active lock reports
+// lockedNow too, so there only a failure at a multiple of MaxFailures
+// counts as setting it (a concurrent burst past the lock may admit one
+// attempt more per MaxFailures).
+func (s *Service) setLock(r failureRow) bool {
+	if !r.lockedNow {
+		return false
+	}
+	return !s.policy.ExtendWhileLocked || r.failures%s.policy.MaxFailures == 0
 }
 
 type failureRow struct {
@@ -420,7 +434,7 @@ func (s *Service) Status(ctx context.Context, email string) ([]Attempt, error) {
 func (s *Service) unavailable(ctx context.Context, op Op, name string, cause error) (Decision, error) {
 	d := Decision{Limit: LimitUnavailable}
 	if s.policy.FailOpen {
-		d = Decision{Allowed: true}
+		d = Decision{Allowed: true, Admitted: op == OpFailure}
 	}
 	s.report(ctx, op, d)
 	return d, fmt.Errorf("lockout: %s: %w: %w", name, ErrUnavailable, cause)
