@@ -13,6 +13,7 @@ const (
 	LimitEmail       Limit = "email"       // too many failures for this email over all IPs
 	LimitIP          Limit = "ip"          // too many failures from this IP over all emails
 	LimitUnavailable Limit = "unavailable" // the database could not answer (fail closed)
+	LimitInvalid     Limit = "invalid"     // the email is refused by [NormalizeEmail]; nothing was read or written
 )
 
 // Decision says whether a login attempt may proceed.

@@ -126,13 +126,14 @@ func (s *Service) clock() (now, cut time.Time) {
 // [ErrUnavailable] together with a usable decision: denying with
 // [LimitUnavailable] by default, allowing under [Policy.FailOpen]. Act on
 // the decision; log the error. An invalid email returns an [*EmailError]
-// and a denying decision.
+// and a decision denying with [LimitInvalid], reported to
+// [Config.OnDecision] like any other.
 func (s *Service) Check(ctx context.Context, email, ip string) (Decision, error) {
 	ctx, cancel := database.Bound(ctx, s.timeout)
 	defer cancel()
 	e, err := NormalizeEmail(email)
 	if err != nil {
-		return Decision{}, fmt.Errorf("lockout: check: %w", err)
+		return s.invalid(ctx, OpCheck, "check", err)
 	}
 	now, cut := s.clock()
 	addr := s.normalizeIP(ip)
@@ -165,7 +166,7 @@ func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision
 	defer cancel()
 	e, err := NormalizeEmail(email)
 	if err != nil {
-		return Decision{}, fmt.Errorf("lockout: record failure: %w", err)
+		return s.invalid(ctx, OpFailure, "record failure", err)
 	}
 	now, cut := s.clock()
 	addr := s.normalizeIP(ip)
@@ -438,6 +439,15 @@ func (s *Service) unavailable(ctx context.Context, op Op, name string, cause err
 	}
 	s.report(ctx, op, d)
 	return d, fmt.Errorf("lockout: %s: %w: %w", name, ErrUnavailable, cause)
+}
+
+// invalid returns the denying decision ([LimitInvalid]) and the error for
+// an email [NormalizeEmail] refused during op. It denies under
+// [Policy.FailOpen] too: the email is refused, not the database down.
+func (s *Service) invalid(ctx context.Context, op Op, name string, cause error) (Decision, error) {
+	d := Decision{Limit: LimitInvalid}
+	s.report(ctx, op, d)
+	return d, fmt.Errorf("lockout: %s: %w", name, cause)
 }
 
 func (s *Service) report(ctx context.Context, op Op, d Decision) {
