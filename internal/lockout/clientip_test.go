@@ -3,6 +3,7 @@ package lockout_test
 import (
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -13,6 +14,8 @@ import (
 func TestClientIP(t *testing.T) {
 	t.Parallel()
 	proxies := lockout.NewClientIP("10.0.0.0/8", "2001:db8:ffff::/48", "192.0.2.10")
+	unix := lockout.NewClientIP(" UNIX ", "10.0.0.0/8")
+	unixOnly := lockout.NewClientIP("unix")
 	for _, tc := range []struct {
 		name, remote string
 		xff          []string
@@ -33,6 +36,22 @@ func TestClientIP(t *testing.T) {
 		{"bracketed IPv6 without a port", "10.1.1.1:1234", []string{"[2001:db8::7]"}, proxies, "2001:db8::7"},
 		{"empty entries ignored", "10.1.1.1:1234", []string{"203.0.113.1,, "}, proxies, "203.0.113.1"},
 		{"unparsable RemoteAddr: unknown", "@unix", nil, proxies, ""},
+		{"unix peer, unix not trusted: unknown", "@", []string{"203.0.113.1"}, proxies, ""},
+		{"unix peer, unix not trusted, empty: unknown", "", []string{"203.0.113.1"}, proxies, ""},
+		{"trusted unix peer: right-most entry", "@", []string{"203.0.113.1"}, unix, "203.0.113.1"},
+		{"trusted unnamed unix peer", "", []string{"203.0.113.1"}, unix, "203.0.113.1"},
+		{"trusted unix peer with a path", "/run/proxy.sock", []string{"203.0.113.1"}, unix, "203.0.113.1"},
+		{"trusted abstract unix peer", "@proxy", []string{"203.0.113.1"}, unix, "203.0.113.1"},
+		{"trusted unix peer: spoofed left entries skipped", "@", []string{"1.1.1.1, 203.0.113.1"}, unix, "203.0.113.1"},
+		{"trusted unix peer: walks through trusted hops", "@", []string{"1.1.1.1, 203.0.113.1, 10.2.2.2"}, unix, "203.0.113.1"},
+		{"unix hops written by proxies are trusted", "@", []string{"203.0.113.1, unix:, 10.2.2.2, @"}, unix, "203.0.113.1"},
+		{"trusted unix peer, all hops trusted: left-most address", "@", []string{"10.3.3.3, 10.2.2.2"}, unix, "10.3.3.3"},
+		{"trusted unix peer without a header: unknown", "@", nil, unix, ""},
+		{"trusted unix peer, only unix hops: unknown", "@", []string{"unix:"}, unix, ""},
+		{"trusted unix peer, garbage: unknown", "@", []string{"203.0.113.1, bogus"}, unix, ""},
+		{"unix trust does not trust TCP peers", "198.51.100.7:1234", []string{"203.0.113.1"}, unixOnly, "198.51.100.7"},
+		{"unix trust does not cover other unparsable peers", "bogus", []string{"203.0.113.1"}, unix, ""},
+		{"unix hops are not trusted without unix", "10.1.1.1:1234", []string{"203.0.113.1, unix:"}, proxies, ""},
 	} {
 		r := httptest.NewRequest("POST", "/login", nil)
 		r.RemoteAddr = tc.remote
@@ -56,12 +75,26 @@ func FuzzClientIP(f *testing.F) {
 	f.Add("[::ffff:10.0.0.1]:443", "::ffff:1.2.3.4,2001:db8::1%eth0")
 	f.Add("", ",,,")
 	f.Add("10.0.0.1", "2001:db8:1:2::1:80")
+	f.Add("@", "203.0.113.1, unix:")
+	f.Add("/run/p.sock", "@, 10.0.0.2")
 	c := lockout.NewClientIP("10.0.0.0/8", "2001:db8::/32")
+	cu := lockout.NewClientIP("10.0.0.0/8", "2001:db8::/32", "unix")
 	f.Fuzz(func(t *testing.T, remote, xff string) {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.RemoteAddr = remote
 		r.Header.Set("X-Forwarded-For", xff)
 		got := c.FromRequest(r)
+		viaUnix := cu.FromRequest(r)
+		if _, err := netip.ParseAddr(lockout.NormalizeIP(remote, 128)); err == nil && !strings.Contains(xff, "unix:") &&
+			!strings.Contains(xff, "@") && !strings.Contains(xff, "/") {
+			assert.Equal(t, got, viaUnix, "trusting unix changes nothing for a peer with an address")
+		}
+		if viaUnix != "" {
+			a, err := netip.ParseAddr(viaUnix)
+			if assert.NoError(t, err, "the result is an address") {
+				assert.Equal(t, a.String(), viaUnix, "canonical text")
+			}
+		}
 		if got == "" {
 			return
 		}

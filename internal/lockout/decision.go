@@ -13,6 +13,7 @@ const (
 	LimitEmail       Limit = "email"       // too many failures for this email over all IPs
 	LimitIP          Limit = "ip"          // too many failures from this IP over all emails
 	LimitUnavailable Limit = "unavailable" // the database could not answer (fail closed)
+	LimitInvalid     Limit = "invalid"     // the email is refused by [NormalizeEmail]; nothing was read or written
 )
 
 // Decision says whether a login attempt may proceed.
@@ -34,6 +35,18 @@ type Decision struct {
 	// one that set the lock, which leaves the lock where it is, may report
 	// it too (under ExtendWhileLocked, or at the MaxLockDuration cap).
 	LockedNow bool
+	// Admitted, from [Service.RecordFailure], says whether the attempt this
+	// call counted may still have its password verified, for the flow that
+	// counts an attempt before verifying it (see the package
+	// documentation). Allowed is the decision for the next attempt; the
+	// attempt that sets the pair's lock is the MaxFailures-th of its run
+	// and was itself allowed, so Admitted is also true for it, unless
+	// another limit denies longer. Under [Policy.ExtendWhileLocked], whose
+	// failures move a standing lock, a concurrent burst past the lock may
+	// get one attempt more per MaxFailures admitted. False from
+	// [Service.Check]; under [Policy.FailOpen] an unavailable database
+	// admits the attempt.
+	Admitted bool
 }
 
 // Op names the call a [Decision] comes from, for [Config.OnDecision].

@@ -24,17 +24,39 @@
 //
 // # Use
 //
-// A login handler calls [Service.Check] before it verifies the password and
-// [Service.RecordFailure] or [Service.RecordSuccess] once it knows the
-// result (see the example). [ClientIP] takes the client address from the
-// request without trusting forgeable headers.
+// A login handler calls, in this order (see the example):
 //
-// Check is a read: attempts already past it when a lock lands still get
-// their password verified (the failures they record are all counted). To
-// bound attempts strictly under concurrency, call RecordFailure before
-// verifying the password, proceed only if its decision allows, and call
-// RecordSuccess when the password is right: each attempt is then counted
-// atomically before it is tried.
+//  1. [Service.Check]; if its decision denies, it answers as for a wrong
+//     password without verifying it;
+//  2. [Service.RecordFailure], before it verifies the password, so that
+//     the attempt is counted atomically before it is tried; if the
+//     decision's [Decision.Admitted] is false, it answers as for a wrong
+//     password without verifying it;
+//  3. it verifies the password and, when it is right,
+//     [Service.RecordSuccess], which resets the pair (the failure counted
+//     in step 2 with it).
+//
+// This flow verifies exactly [Policy.MaxFailures] passwords per run of a
+// pair, also under a concurrent burst: RecordFailure's count of a pair is
+// exact, and only the attempts up to the one that sets the lock are
+// admitted. Admitted, not Allowed, says whether the counted attempt may be
+// tried: Allowed is the decision for the next attempt, so going by it
+// would verify MaxFailures−1 passwords (none under MaxFailures 1). The
+// per-email and per-IP limits are sums read from a snapshot: under this
+// flow the attempt that reaches one is not admitted, and under
+// concurrency a few attempts may pass one late. Check (step 1) keeps an
+// attempt that meets a standing denial from writing a row. A success
+// costs a write more than in the flow below.
+//
+// The shorter flow, Check, then the password, then RecordFailure when it
+// is wrong or RecordSuccess when it is right, verifies MaxFailures
+// passwords per run one attempt at a time, but Check is a read: attempts
+// already past it when a lock lands still get their password verified
+// (the failures they record are all counted), so a concurrent burst gets
+// as many passwords verified as it has attempts in flight.
+//
+// [ClientIP] takes the client address from the request without trusting
+// forgeable headers.
 //
 // # Enumeration safety
 //
@@ -45,6 +67,33 @@
 // lock itself does not reveal that an account exists or what it is being
 // attacked with. Deployments that prefer an explicit answer can use
 // [WriteDenied] (429 with Retry-After); it too answers every email alike.
+//
+// # One counter per account
+//
+// An email is counted under the key [NormalizeEmail] returns, which folds
+// the spellings a user table could match to one account: case (with full
+// Unicode case folding, so "ß" is "ss"), width ("ａｎｎ" is "ann"),
+// canonical composition, and in the domain compatibility characters and
+// the IDNA dots. Local parts are prepared with the PRECIS IdentifierClass
+// (RFC 8264, the class of RFC 8265's usernames) and what it disallows is
+// refused: circled letters, symbols, spaces, and ZWJ or ZWNJ outside the
+// scripts that need them. A refused email gets an [*EmailError], a denying
+// decision and no row, so a variant can never buy an attacker a counter
+// of its own. The domain is prepared per label rather than with the whole
+// address, so that the Bidi Rule judges each label (a left-to-right local
+// part with an Arabic domain is valid) and compatibility characters map
+// there as IDNA's UTS #46 maps them instead of being refused; A-labels
+// ("xn--…") are not decoded, which would need an IDNA implementation.
+//
+// Rows written before this folding keep the key they were written under.
+// A user whose address folds differently now (any non-ASCII address that
+// changes, "ß" to "ss" for example; an ASCII address without spaces keeps
+// its key) starts a fresh counter once: the old row no longer counts,
+// [Service.Status] and the Unlock calls no longer find it, and
+// [Service.Purge] deletes it once its window and lock are over. Addresses
+// now refused (a space in the local part, a ZWJ in an ASCII name) cannot
+// log in through a handler that acts on the decision; such accounts need
+// their address changed.
 //
 // # The per-email limit: trade-off
 //

@@ -16,10 +16,11 @@ import (
 	"github.com/klozd/api/internal/pgtest"
 )
 
-// loginHandler checks the lockout before the password and records the
-// result after it. A denied attempt is answered exactly as a wrong
-// password, so the answer never tells whether the account exists or is
-// being attacked.
+// loginHandler checks the lockout, counts the attempt before it verifies
+// the password (so that a concurrent burst gets no more passwords
+// verified than the policy allows) and resets the count when the password
+// is right. A denied attempt is answered exactly as a wrong password, so
+// the answer never tells whether the account exists or is being attacked.
 func loginHandler(svc *lockout.Service, clientIP *lockout.ClientIP, passwords map[string]string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		email, password := r.PostFormValue("email"), r.PostFormValue("password")
@@ -32,10 +33,17 @@ func loginHandler(svc *lockout.Service, clientIP *lockout.ClientIP, passwords ma
 			http.Error(w, "wrong email or password", http.StatusUnauthorized)
 			return
 		}
+		// Count the attempt before trying it; Admitted (not Allowed, which
+		// is for the next attempt) says whether this one may be tried.
+		d, err = svc.RecordFailure(r.Context(), email, ip)
+		if err != nil {
+			log.Printf("login: %v", err)
+		}
+		if !d.Admitted {
+			http.Error(w, "wrong email or password", http.StatusUnauthorized)
+			return
+		}
 		if want, ok := passwords[email]; !ok || want != password {
-			if _, err := svc.RecordFailure(r.Context(), email, ip); err != nil {
-				log.Printf("login: %v", err)
-			}
 			http.Error(w, "wrong email or password", http.StatusUnauthorized)
 			return
 		}

@@ -126,13 +126,14 @@ func (s *Service) clock() (now, cut time.Time) {
 // [ErrUnavailable] together with a usable decision: denying with
 // [LimitUnavailable] by default, allowing under [Policy.FailOpen]. Act on
 // the decision; log the error. An invalid email returns an [*EmailError]
-// and a denying decision.
+// and a decision denying with [LimitInvalid], reported to
+// [Config.OnDecision] like any other.
 func (s *Service) Check(ctx context.Context, email, ip string) (Decision, error) {
 	ctx, cancel := database.Bound(ctx, s.timeout)
 	defer cancel()
 	e, err := NormalizeEmail(email)
 	if err != nil {
-		return Decision{}, fmt.Errorf("lockout: check: %w", err)
+		return s.invalid(ctx, OpCheck, "check", err)
 	}
 	now, cut := s.clock()
 	addr := s.normalizeIP(ip)
@@ -165,7 +166,7 @@ func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision
 	defer cancel()
 	e, err := NormalizeEmail(email)
 	if err != nil {
-		return Decision{}, fmt.Errorf("lockout: record failure: %w", err)
+		return s.invalid(ctx, OpFailure, "record failure", err)
 	}
 	now, cut := s.clock()
 	addr := s.normalizeIP(ip)
@@ -184,6 +185,7 @@ func (s *Service) RecordFailure(ctx context.Context, email, ip string) (Decision
 	}
 	d := decide(now, utc(r.lockedUntil), s.aggEnd(r.email), s.aggEnd(r.ip))
 	d.Failures, d.LockedNow = r.failures, r.lockedNow
+	d.Admitted = d.Allowed || s.setLock(r) && d.Limit == LimitPair
 	if r.lockedNow {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "lockout: locked",
 			slog.String("email", e), slog.String("ip", deref(addr)), slog.Int("failures", r.failures),
@@ -275,6 +277,19 @@ func (s *Service) failureNullIP(ctx context.Context, email string, now, cut time
 		}
 		return err
 	})
+}
+
+// setLock reports whether the failure of r set the pair's lock rather
+// than met it: only then was the attempt it counted allowed. Under
+// ExtendWhileLocked a failure that moves an active lock reports
+// lockedNow too, so there only a failure at a multiple of MaxFailures
+// counts as setting it (a concurrent burst past the lock may admit one
+// attempt more per MaxFailures).
+func (s *Service) setLock(r failureRow) bool {
+	if !r.lockedNow {
+		return false
+	}
+	return !s.policy.ExtendWhileLocked || r.failures%s.policy.MaxFailures == 0
 }
 
 type failureRow struct {
@@ -420,10 +435,19 @@ func (s *Service) Status(ctx context.Context, email string) ([]Attempt, error) {
 func (s *Service) unavailable(ctx context.Context, op Op, name string, cause error) (Decision, error) {
 	d := Decision{Limit: LimitUnavailable}
 	if s.policy.FailOpen {
-		d = Decision{Allowed: true}
+		d = Decision{Allowed: true, Admitted: op == OpFailure}
 	}
 	s.report(ctx, op, d)
 	return d, fmt.Errorf("lockout: %s: %w: %w", name, ErrUnavailable, cause)
+}
+
+// invalid returns the denying decision ([LimitInvalid]) and the error for
+// an email [NormalizeEmail] refused during op. It denies under
+// [Policy.FailOpen] too: the email is refused, not the database down.
+func (s *Service) invalid(ctx context.Context, op Op, name string, cause error) (Decision, error) {
+	d := Decision{Limit: LimitInvalid}
+	s.report(ctx, op, d)
+	return d, fmt.Errorf("lockout: %s: %w", name, cause)
 }
 
 func (s *Service) report(ctx context.Context, op Op, d Decision) {
