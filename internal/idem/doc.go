@@ -155,6 +155,31 @@
 // and gets the 409 only when Wait runs out. Polling costs one indexed
 // query per interval and needs no dedicated connection, unlike LISTEN.
 //
+// # Problem types
+//
+// Every answer of the middleware's own is an RFC 9457
+// application/problem+json body whose "title" is RFC 9110's reason phrase
+// for its status and whose "type" is one of these stable URIs, so that a
+// client can tell the middleware's 409 from its handler's:
+//
+//   - [ProblemKeyMissing], https://klozd.dev/problems/idempotency-key-missing
+//     (400): [Config.Required] asks for a key and none was sent.
+//   - [ProblemKeyInvalid], …/idempotency-key-invalid (400): the key is
+//     malformed, sent in several fields, or a list.
+//   - [ProblemRequestInvalid], …/idempotency-request-invalid (400): the
+//     body cannot be read, or the route or tenant cannot be stored.
+//   - [ProblemRequestTooLarge], …/idempotency-request-too-large (413): the
+//     body exceeds [Config.MaxRequestBody].
+//   - [ProblemKeyMismatch], …/idempotency-key-mismatch (422): the key was
+//     used with another request; send a new key.
+//   - [ProblemInFlight], …/idempotency-key-in-flight (409, Retry-After): a
+//     request with the key is being processed; retry later.
+//   - [ProblemStoreUnavailable], …/idempotency-store-unavailable (503,
+//     Retry-After): keys cannot be checked; the handler did not run.
+//   - [ProblemRequestStopped], …/idempotency-request-stopped (503,
+//     Retry-After): the handler was stopped, its lease lost, before it
+//     answered; retry with the same key.
+//
 // # Failures and observability
 //
 // When the store fails, the middleware answers 503 problem+json and does

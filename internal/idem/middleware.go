@@ -107,29 +107,29 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	values := r.Header.Values(cfg.Header)
 	if len(values) == 0 {
 		if cfg.Required != nil && cfg.Required(r) {
-			problem.Write(w, http.StatusBadRequest, "This request requires an "+cfg.Header+" header.", 0)
+			writeProblem(w, ProblemKeyMissing, http.StatusBadRequest, "This request requires an "+cfg.Header+" header.", 0)
 			return
 		}
 		next.ServeHTTP(w, r)
 		return
 	}
 	if len(values) > 1 {
-		problem.Write(w, http.StatusBadRequest, "Send one "+cfg.Header+" header, not several.", 0)
+		writeProblem(w, ProblemKeyInvalid, http.StatusBadRequest, "Send one "+cfg.Header+" header, not several.", 0)
 		return
 	}
 	key, err := ParseKey(values[0])
 	if err != nil {
-		problem.Write(w, http.StatusBadRequest, "The "+cfg.Header+" header must be 1 to 255 printable ASCII characters, bare or as a quoted string.", 0)
+		writeProblem(w, ProblemKeyInvalid, http.StatusBadRequest, "The "+cfg.Header+" header must be 1 to 255 printable ASCII characters, bare or as a quoted string.", 0)
 		return
 	}
 	body, err := readBody(w, r, cfg.MaxRequestBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			problem.Write(w, http.StatusRequestEntityTooLarge, "The request body exceeds "+strconv.FormatInt(cfg.MaxRequestBody, 10)+" bytes.", 0)
+			writeProblem(w, ProblemRequestTooLarge, http.StatusRequestEntityTooLarge, "The request body exceeds "+strconv.FormatInt(cfg.MaxRequestBody, 10)+" bytes.", 0)
 			return
 		}
-		problem.Write(w, http.StatusBadRequest, "The request body could not be read.", 0)
+		writeProblem(w, ProblemRequestInvalid, http.StatusBadRequest, "The request body could not be read.", 0)
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -140,12 +140,12 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		route = cfg.Route(r)
 	}
 	if !storable(route) {
-		problem.Write(w, http.StatusBadRequest, "This request's path cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
+		writeProblem(w, ProblemRequestInvalid, http.StatusBadRequest, "This request's path cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
 		return
 	}
 	req := Request{Key: key, Route: route, Tenant: cfg.Tenant(r)}
 	if !storable(req.Tenant) {
-		problem.Write(w, http.StatusBadRequest, "This request's tenant cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
+		writeProblem(w, ProblemRequestInvalid, http.StatusBadRequest, "This request's tenant cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
 		return
 	}
 	req.Fingerprint = Fingerprint(r.Method, route, r.URL.RequestURI(), req.Tenant, r.Header.Get("Content-Type"), body)
@@ -162,10 +162,10 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	case errors.Is(err, ErrMismatch):
 		m.emit(ev, EventMismatch, 0, "")
 		log.log(r.Context(), slog.LevelInfo, "idem: key reused with a different request")
-		problem.Write(w, http.StatusUnprocessableEntity, "This "+cfg.Header+" was used with a different request; send a new key.", 0)
+		writeProblem(w, ProblemKeyMismatch, http.StatusUnprocessableEntity, "This "+cfg.Header+" was used with a different request; send a new key.", 0)
 		return
 	case errors.Is(err, ErrInFlight):
-		problem.Write(w, http.StatusConflict, "A request with this "+cfg.Header+" is being processed; retry later.", cfg.RetryAfter)
+		writeProblem(w, ProblemInFlight, http.StatusConflict, "A request with this "+cfg.Header+" is being processed; retry later.", cfg.RetryAfter)
 		return
 	case err != nil && r.Context().Err() != nil:
 		return // the client is gone; nobody reads an answer
@@ -175,7 +175,7 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		return
 	case err != nil:
 		log.log(r.Context(), slog.LevelError, "idem: store failed, answering 503", slog.Any("error", err))
-		problem.Write(w, http.StatusServiceUnavailable, "Idempotency keys cannot be checked right now; retry later.", cfg.RetryAfter)
+		writeProblem(w, ProblemStoreUnavailable, http.StatusServiceUnavailable, "Idempotency keys cannot be checked right now; retry later.", cfg.RetryAfter)
 		return
 	case res.Replay != nil:
 		m.emit(ev, EventReplay, res.Replay.Status, "")
@@ -269,7 +269,7 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 		// The handler stopped, as told, without an answer: nothing was
 		// done that the client could be told of, so it hears to retry,
 		// not a 200 with nothing behind it.
-		problem.Write(rec, http.StatusServiceUnavailable, "The request was stopped before it finished; retry it with the same "+m.cfg.Header+".", m.cfg.RetryAfter)
+		writeProblem(rec, ProblemRequestStopped, http.StatusServiceUnavailable, "The request was stopped before it finished; retry it with the same "+m.cfg.Header+".", m.cfg.RetryAfter)
 	} else if rec.late.Load() {
 		log.log(cleanup, slog.LevelWarn, "idem: the handler wrote after it was told to stop (lease lost); its response is stored only if its claim is still current",
 			slog.Int("status", rec.status))
@@ -511,6 +511,11 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	}
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
 	return buf.Bytes(), err
+}
+
+// writeProblem answers status with a problem of type typ.
+func writeProblem(w http.ResponseWriter, typ string, status int, detail string, retryAfter time.Duration) {
+	problem.WriteDetails(w, problem.Details{Type: typ, Status: status, Detail: detail}, retryAfter)
 }
 
 func replay(w http.ResponseWriter, resp *Response) {

@@ -76,7 +76,8 @@ func assertProblem(t *testing.T, w *httptest.ResponseRecorder, status int) {
 	var p problem.Details
 	if assert.NoError(t, json.Unmarshal(w.Body.Bytes(), &p), "body %q", w.Body.String()) {
 		assert.Equal(t, status, p.Status)
-		assert.Equal(t, http.StatusText(status), p.Title)
+		assert.Equal(t, problem.Title(status), p.Title)
+		assert.True(t, strings.HasPrefix(p.Type, ProblemBase), "type %q", p.Type)
 		assert.NotEmpty(t, p.Detail)
 	}
 }
