@@ -119,7 +119,7 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	}
 	key, err := ParseKey(values[0])
 	if err != nil {
-		writeProblem(w, ProblemKeyInvalid, http.StatusBadRequest, "The "+cfg.Header+" header must be 1 to 255 printable ASCII characters, bare or as a quoted string.", 0)
+		writeProblem(w, ProblemKeyInvalid, http.StatusBadRequest, "The "+cfg.Header+" header must be one key of 1 to 255 printable ASCII characters: a token, or a quoted string; not a list.", 0)
 		return
 	}
 	body, err := readBody(w, r, cfg.MaxRequestBody)

@@ -364,7 +364,7 @@ func TestMiddlewareFailuresLeaveKeyClaimable(t *testing.T) {
 			}))
 			ctx, c := context.WithCancel(context.Background())
 			cancel = c
-			key := "fail-" + tt.name
+			key := "fail-" + strings.ReplaceAll(tt.name, " ", "-")
 			if tt.panics {
 				assert.PanicsWithValue(t, "handler bug", func() { postCtx(ctx, h, key, "{}") }, "the panic is re-raised")
 			} else {

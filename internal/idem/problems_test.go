@@ -59,6 +59,8 @@ func TestMiddlewareProblemTypes(t *testing.T) {
 		{"missing", post(h, "", "{}"), http.StatusBadRequest, ProblemKeyMissing},
 		{"invalid", post(h, "ключ", "{}"), http.StatusBadRequest, ProblemKeyInvalid},
 		{"several", post(h, "a", "{}", "Idempotency-Key", "b"), http.StatusBadRequest, ProblemKeyInvalid},
+		{"list", post(h, "a2, b2", "{}"), http.StatusBadRequest, ProblemKeyInvalid},
+		{"list of strings", post(h, `"a2", "b2"`, "{}"), http.StatusBadRequest, ProblemKeyInvalid},
 		{"body too large", post(h, "k", `{"x":"`+strings.Repeat("x", 64)+`"}`), http.StatusRequestEntityTooLarge, ProblemRequestTooLarge},
 		{"mismatch", post(h, "done", `{"a":2}`), http.StatusUnprocessableEntity, ProblemKeyMismatch},
 		{"in flight", post(h, "held", "{}"), http.StatusConflict, ProblemInFlight},
