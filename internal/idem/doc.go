@@ -121,7 +121,9 @@
 //
 //	{"v":1,"header":{"Content-Type":["application/json"]},"body":"{\"id\":1}"}
 //
-// The body is kept as a JSON string when it is UTF-8, which round-trips
+// The body is what was sent: none for a 204 or 304, whatever their
+// handler wrote, as net/http sends none. It is kept as a JSON string when
+// it is UTF-8, which round-trips
 // byte for byte, and as "bodyBase64" otherwise. Header values likewise: a
 // header with a value that is not UTF-8 (obs-text) is kept in
 // "headerBase64", which makes the envelope version 2; any other response

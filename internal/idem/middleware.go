@@ -529,6 +529,12 @@ func replay(w http.ResponseWriter, resp *Response) {
 		h["Content-Type"] = nil
 	}
 	h.Set("Idempotent-Replayed", "true")
+	if !bodyAllowed(resp.Status) {
+		// A 204 or 304 has neither body nor Content-Length (RFC 9110
+		// §8.6), even if an older record holds the bytes its handler wrote.
+		w.WriteHeader(resp.Status)
+		return
+	}
 	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	w.WriteHeader(resp.Status)
 	_, _ = w.Write(resp.Body)
