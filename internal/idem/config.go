@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -22,6 +23,11 @@ const (
 	DefaultPollInterval    = 50 * time.Millisecond
 	DefaultContentType     = "application/json"
 )
+
+// representationHeaders are the response headers kept with every stored
+// body, besides [Config.ReplayHeaders]: they say how its bytes are read
+// (RFC 9110 §8.3–8.5), so a replay without them would change its meaning.
+var representationHeaders = []string{"Content-Type", "Content-Encoding", "Content-Language"}
 
 // MaxRouteLen is the longest route and tenant accepted, in bytes. Both are
 // stored in indexed columns, whose entries PostgreSQL bounds; a longer one
@@ -134,7 +140,12 @@ type Config struct {
 	// same one. Default "application/json".
 	DefaultContentType string
 	// ReplayHeaders are the response headers stored and replayed besides
-	// Content-Type. Default: Location.
+	// the representation headers that say how the stored bytes are read,
+	// which are always kept with them: Content-Type, Content-Encoding (a
+	// gzip body replayed without it would be undecodable bytes) and
+	// Content-Language. A response in any content coding is therefore
+	// stored as sent, coded, and replayed with its coding, even to a retry
+	// whose Accept-Encoding differs. Default: Location.
 	ReplayHeaders []string
 	// StoreRetry is how long, after the handler has run, the middleware
 	// keeps retrying to store its response ([Store.Complete]) or to release
@@ -198,13 +209,16 @@ func (c Config) resolve() Config {
 	if c.ReplayHeaders == nil {
 		c.ReplayHeaders = []string{"Location"}
 	}
-	c.ReplayHeaders = append([]string{"Content-Type"}, c.ReplayHeaders...)
-	for i, h := range c.ReplayHeaders {
+	keep := append([]string(nil), representationHeaders...)
+	for _, h := range c.ReplayHeaders {
 		if h == "" || strings.ContainsAny(h, " \t\r\n:") {
 			panic(fmt.Sprintf("idem: Config.ReplayHeaders holds %q, not a header name", h))
 		}
-		c.ReplayHeaders[i] = http.CanonicalHeaderKey(h)
+		if h = http.CanonicalHeaderKey(h); !slices.Contains(keep, h) {
+			keep = append(keep, h)
+		}
 	}
+	c.ReplayHeaders = keep
 	if c.Route == nil {
 		c.Route = func(r *http.Request) string { return r.URL.EscapedPath() }
 	}

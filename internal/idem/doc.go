@@ -123,13 +123,15 @@
 //
 // The body is what was sent: none for a 204 or 304, whatever their
 // handler wrote, as net/http sends none. It is kept as a JSON string when
-// it is UTF-8, which round-trips
-// byte for byte, and as "bodyBase64" otherwise. Header values likewise: a
+// it is UTF-8, which round-trips byte for byte, and as "bodyBase64"
+// otherwise. Header values likewise: a
 // header with a value that is not UTF-8 (obs-text) is kept in
 // "headerBase64", which makes the envelope version 2; any other response
-// is written as version 1, and both are read. The headers kept are
-// Content-Type and [Config.ReplayHeaders] (default Location). A handler
-// that writes or flushes a body without a Content-Type gets
+// is written as version 1, and both are read. The headers kept are the
+// ones that say how the stored bytes are read, Content-Type,
+// Content-Encoding and Content-Language (RFC 9110 §8.3–8.5), so a gzip
+// body is replayed with its coding rather than as undecodable bytes, and
+// [Config.ReplayHeaders] (default Location). A handler that writes or flushes a body without a Content-Type gets
 // [Config.DefaultContentType] (JSON) set on the original response before
 // its headers are sent, so original and replay agree, and net/http sniffs
 // neither.
