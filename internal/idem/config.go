@@ -123,8 +123,11 @@ type Config struct {
 	// Default 1 MiB.
 	MaxRequestBody int64
 	// MaxResponseBody is the largest response body, in bytes, that is
-	// stored. A larger response is still sent in full, but not stored: the
-	// claim is released and a warning logged. Default 1 MiB.
+	// stored. A larger response is still sent in full, and a warning
+	// logged. A larger 2xx or 3xx, whose work was done, is stored as done
+	// without its response ([Response.NotKept]): a retry gets 409
+	// [ProblemResponseNotKept] and the handler does not run again. A larger
+	// 4xx is not stored: the claim is released. Default 1 MiB.
 	MaxResponseBody int
 	// Wait is how long a duplicate of an in-flight request waits for the
 	// first to finish, then replays its response (or runs, if the first

@@ -141,12 +141,20 @@
 // would repeat its effect). It stores nothing and releases the claim, so
 // the client can retry, for a 5xx, a handler panic (the panic then goes on
 // up), a handler that hijacked the connection (its answer bypassed the
-// middleware), a body over [Config.MaxResponseBody] (default 1 MiB, with a
-// warning: a truncated body is never replayed), a lost lease (see above),
+// middleware), a 4xx with a body over [Config.MaxResponseBody] (default 1
+// MiB, with a warning), a lost lease (see above),
 // and a request whose context was cancelled before the handler returned,
 // unless the handler still wrote a 2xx status: the work was done, so
 // that response is stored and a retry replays it. A replay sends the stored
-// status, headers and bytes, plus Idempotent-Replayed: true. Request
+// status, headers and bytes, plus Idempotent-Replayed: true.
+//
+// A 2xx or 3xx with a body over [Config.MaxResponseBody] was done, so its
+// key stays done; as a truncated body is never replayed, the record says
+// only that the response was not kept, in an envelope of version 3
+// ({"v":3,"notKept":true}, with the status sent in "responseStatus"). A
+// retry gets 409 [ProblemResponseNotKept], without Retry-After, and the
+// handler never runs a second time. An instance that reads only versions
+// 1 and 2 answers such a record with 503, never with a replay or a run. Request
 // bodies over [Config.MaxRequestBody] (1 MiB) get 413 before the handler
 // runs; the handler reads the whole body the middleware fingerprinted.
 //
@@ -178,6 +186,9 @@
 //     used with another request; send a new key.
 //   - [ProblemInFlight], …/idempotency-key-in-flight (409, Retry-After): a
 //     request with the key is being processed; retry later.
+//   - [ProblemResponseNotKept], …/idempotency-response-not-kept (409, no
+//     Retry-After): the request with the key was done, but its response was
+//     too large to keep and cannot be replayed; it does not run again.
 //   - [ProblemStoreUnavailable], …/idempotency-store-unavailable (503,
 //     Retry-After): keys cannot be checked; the handler did not run.
 //   - [ProblemRequestStopped], …/idempotency-request-stopped (503,

@@ -55,8 +55,9 @@ type Event struct {
 	Status int
 	// Reason is why a claim was released: "status" (1xx or 5xx), "panic",
 	// "canceled", "too large", "hijacked" (the handler took over the
-	// connection) or "lease lost" (see [ErrLeaseLost]); or "waiting" for a
-	// conflict that waits.
+	// connection) or "lease lost" (see [ErrLeaseLost]); "waiting" for a
+	// conflict that waits; or "not kept" for a response stored as done
+	// without its body, which was over [Config.MaxResponseBody].
 	Reason string
 }
 
@@ -284,7 +285,7 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 	// since). A handler that wrote nothing gave up.
 	done := answered && rec.status >= 200 && rec.status < 300
 	switch {
-	case lost && (!done || rec.overflow):
+	case lost && !done:
 		log.log(cleanup, slog.LevelWarn, "idem: lease lost while the handler ran; its response is not stored",
 			slog.Int("status", rec.status), slog.Any("error", context.Cause(ctx)))
 		m.release(cleanup, c, ev, log, rec.status, "lease lost", lost)
@@ -294,12 +295,22 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 		m.release(cleanup, c, ev, log, rec.status, "canceled", lost)
 	case rec.status < 200 || rec.status >= 500:
 		m.release(cleanup, c, ev, log, rec.status, "status", lost)
-	case rec.overflow:
+	case rec.overflow && rec.status >= 400:
+		// A refusal: nothing was done, so the key may run again and its
+		// retry gets a real answer.
 		log.log(r.Context(), slog.LevelWarn, "idem: response body over the limit, not stored; the key can run again",
 			slog.Int("status", rec.status), slog.Int("limit", m.cfg.MaxResponseBody))
 		m.release(cleanup, c, ev, log, rec.status, "too large", lost)
 	default:
 		resp := Response{Status: rec.status, Header: rec.saved, Body: rec.buf}
+		if rec.overflow {
+			// The work was done (2xx, 3xx): the key stays done, and a retry
+			// hears that the response was not kept instead of running it
+			// again.
+			log.log(r.Context(), slog.LevelWarn, "idem: response body over the limit; stored as done without its response",
+				slog.Int("status", rec.status), slog.Int("limit", m.cfg.MaxResponseBody))
+			resp = Response{Status: rec.status, NotKept: true}
+		}
 		_, err := m.persist(cleanup, c, log, func(ctx context.Context) error { return m.cfg.Store.Complete(ctx, c, resp) })
 		if lost && errors.Is(err, ErrClaimLost) {
 			// Another request holds the key now; it no longer waits on
@@ -314,7 +325,7 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 				slog.Int("status", rec.status), slog.Any("error", err))
 			return
 		}
-		m.emit(ev, EventStored, rec.status, "")
+		m.emit(ev, EventStored, rec.status, map[bool]string{true: "not kept"}[resp.NotKept])
 		log.log(r.Context(), slog.LevelDebug, "idem: stored", slog.Int("status", rec.status))
 	}
 }
@@ -519,6 +530,12 @@ func writeProblem(w http.ResponseWriter, typ string, status int, detail string, 
 }
 
 func replay(w http.ResponseWriter, resp *Response) {
+	if resp.NotKept {
+		// Not a transient state: no Retry-After, as a retry gets the same.
+		writeProblem(w, ProblemResponseNotKept, http.StatusConflict, "The request with this idempotency key was done (status "+
+			strconv.Itoa(resp.Status)+"), but its response was too large to keep, so it cannot be replayed; it is not run again.", 0)
+		return
+	}
 	h := w.Header()
 	for k, v := range resp.Header {
 		h[k] = slices.Clone(v)

@@ -339,6 +339,7 @@ func TestMiddlewareFailuresLeaveKeyClaimable(t *testing.T) {
 			http.Error(w, context.Cause(r.Context()).Error(), http.StatusRequestTimeout)
 		}},
 		{name: "too large", reason: "too large", fail: func(w http.ResponseWriter, _ *http.Request, _ context.CancelFunc) {
+			w.WriteHeader(http.StatusBadRequest) // a refusal: nothing was done
 			_, _ = io.WriteString(w, big)
 			_, _ = io.WriteString(w, big)
 		}},
@@ -498,7 +499,7 @@ func TestMiddlewareFailOpenOnlyWhenUnavailable(t *testing.T) {
 	assertProblem(t, post(h, "k", "{}"), http.StatusServiceUnavailable)
 	assert.Equal(t, int64(1), calls.Load(), "a corrupt record is not a reason to run the request again")
 	assert.Contains(t, logs.String(), "level=ERROR")
-	assert.Contains(t, logs.String(), "not a version 1 or 2 envelope")
+	assert.Contains(t, logs.String(), "not a version 1, 2 or 3 envelope")
 }
 
 // Requests the middleware does not apply to never reach the store: it is
