@@ -136,7 +136,9 @@ type Config struct {
 	// PollInterval is how often a waiting duplicate looks at the record.
 	// Default 50 ms.
 	PollInterval time.Duration
-	// RetryAfter is the Retry-After sent with 409 and 503. Default 1 s.
+	// RetryAfter is the Retry-After sent with 503, and the least sent with
+	// the 409 for a request in flight, whose Retry-After is what is left of
+	// the claim's lease (at most one lease). Default 1 s.
 	RetryAfter time.Duration
 	// DefaultContentType is set on a response whose handler wrote a body
 	// without a Content-Type, so the original and its replays carry the

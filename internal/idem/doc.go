@@ -160,8 +160,10 @@
 //
 // # In flight
 //
-// A duplicate of a request in flight gets 409 with Retry-After
-// ([Config.RetryAfter]). With [Config.Wait] set, it instead polls the
+// A duplicate of a request in flight gets 409 with Retry-After: what is
+// left of the claim's lease by the store's clock (one more query, on this
+// path only), by when the key is answered or, if its instance died,
+// claimable; at least [Config.RetryAfter] and at most one lease. With [Config.Wait] set, it instead polls the
 // record every [Config.PollInterval] for up to Wait and replays the
 // response (or runs the request itself if the first released its claim),
 // and gets the 409 only when Wait runs out. Polling costs one indexed

@@ -166,7 +166,7 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		writeProblem(w, ProblemKeyMismatch, http.StatusUnprocessableEntity, "This "+cfg.Header+" was used with a different request; send a new key.", 0)
 		return
 	case errors.Is(err, ErrInFlight):
-		writeProblem(w, ProblemInFlight, http.StatusConflict, "A request with this "+cfg.Header+" is being processed; retry later.", cfg.RetryAfter)
+		writeProblem(w, ProblemInFlight, http.StatusConflict, "A request with this "+cfg.Header+" is being processed; retry later.", m.inFlightRetryAfter(r.Context(), err))
 		return
 	case err != nil && r.Context().Err() != nil:
 		return // the client is gone; nobody reads an answer
@@ -226,7 +226,7 @@ func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, 
 		case <-ctx.Done():
 			return Result{}, ctx.Err()
 		case <-deadline.C:
-			return Result{}, ErrInFlight
+			return Result{}, err // the last poll's ErrInFlight
 		case <-tick.C:
 		}
 		res, err = once()
@@ -234,6 +234,24 @@ func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, 
 			return res, err
 		}
 	}
+}
+
+// inFlightRetryAfter is the Retry-After of the 409 for err, an
+// [ErrInFlight]: what is left of the claim's lease, which is when the key
+// is answered at the latest (replayed, or claimable if its instance died),
+// at least [Config.RetryAfter] and at most one lease. It is
+// Config.RetryAfter when the lease's end is unknown.
+func (m *middleware) inFlightRetryAfter(ctx context.Context, err error) time.Duration {
+	floor := m.cfg.RetryAfter
+	var inFlight *InFlightError
+	if !errors.As(err, &inFlight) {
+		return floor
+	}
+	left, err := m.cfg.Store.until(context.WithoutCancel(ctx), inFlight.ExpiresAt)
+	if err != nil {
+		return floor
+	}
+	return min(max(left, floor), max(m.cfg.Store.cfg.Lease, floor))
 }
 
 // run runs the handler under claim c, renewing its lease meanwhile, and

@@ -405,7 +405,7 @@ func TestMiddlewareCrashedClaimAndExpiry(t *testing.T) {
 
 	w := post(h, "k", body)
 	assertProblem(t, w, http.StatusConflict)
-	assert.Equal(t, "3", w.Header().Get("Retry-After"))
+	assert.Equal(t, "10", w.Header().Get("Retry-After"), "what is left of the lease")
 	assert.Zero(t, calls.Load())
 
 	clk.Advance(10 * time.Second)

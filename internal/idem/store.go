@@ -237,7 +237,8 @@ func (s *Store) leaseLeft(c *Claim) time.Duration { return c.leaseDeadline().Sub
 
 // Begin claims the key of req, or returns the response stored for it. It
 // returns [ErrMismatch] when the key's live record has another fingerprint,
-// and [ErrInFlight] when a live claim holds it. An expired record or
+// and an [*InFlightError], which is [ErrInFlight], when a live claim holds
+// it. An expired record or
 // abandoned claim is replaced atomically. It is one statement, retried only
 // in the rare race where the statement's snapshot predates a concurrent
 // claimer's commit and so sees no row at all (when every attempt loses that
@@ -300,7 +301,7 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 		case hash != req.Fingerprint:
 			return Result{}, ErrMismatch
 		case status == 0:
-			return Result{}, ErrInFlight
+			return Result{}, &InFlightError{ExpiresAt: expires.Time.UTC()}
 		}
 		resp, err := decodeResponse(status, body)
 		if err != nil {
