@@ -31,15 +31,25 @@
 //
 // "requestHash" is [Fingerprint]: SHA-256 over the length-framed method,
 // route, request target (the escaped path and the raw query), tenant and
-// body, with a JSON body in canonical form, so key order and whitespace do
-// not matter (a body that is not valid UTF-8 or escapes a lone surrogate,
-// which decoding would fold into U+FFFD, is hashed as sent). The route
+// body, with a JSON body in its RFC 8785 (JCS) canonical form, so member
+// order, whitespace and the spelling of a number (1, 1.0, 1e0) do not
+// matter. JSON that JCS cannot hold faithfully (a lone surrogate escape,
+// an integer beyond ±2^53 that a double would round, a number beyond a
+// double's range) is hashed as sent. A body whose JSON content type says it
+// is JSON, and that is invalid JSON (or not UTF-8) or repeats an object
+// member, gets 400 ([ErrBodyInvalid]) before the store is asked. The
 // pattern scopes the key, but the target is part of the request: a key
 // reused on /accounts/2/charge after /accounts/1/charge (same pattern
 // "POST /accounts/{id}/charge", same body), or with ?amount=500 after
 // ?amount=5, is another request. A key reused with another fingerprint
 // gets [ErrMismatch] (422), whether the first request is done or in
 // flight.
+//
+// The fingerprint is versioned (version 3 is JCS; version 2 kept numbers
+// as written). So that a record made by the previous version, in flight or
+// completed across a deploy, still matches its retries, the middleware
+// compares the previous version's hash too when the current one does not
+// match (one more claim statement, on the 422 path only).
 //
 // # Claims, leases and fencing
 //

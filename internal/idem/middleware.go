@@ -149,7 +149,11 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		writeProblem(w, ProblemRequestInvalid, http.StatusBadRequest, "This request's tenant cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
 		return
 	}
-	req.Fingerprint = Fingerprint(r.Method, route, r.URL.RequestURI(), req.Tenant, r.Header.Get("Content-Type"), body)
+	req.Fingerprint, err = fingerprint(r.Method, route, r.URL.RequestURI(), req.Tenant, r.Header.Get("Content-Type"), body)
+	if err != nil {
+		writeProblem(w, ProblemRequestInvalid, http.StatusBadRequest, "The request body is not one valid JSON value with unique member names, as its Content-Type says it is.", 0)
+		return
+	}
 	if cfg.IP != nil {
 		if ip := cfg.IP(r); storable(ip) {
 			req.IP = ip
@@ -159,6 +163,13 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	log := logger{l: cfg.Logger, keyID: ev.KeyID[:16], route: route}
 
 	res, err := m.begin(r.Context(), req, ev)
+	if errors.Is(err, ErrMismatch) {
+		// The record may predate fingerprint version 3: its retries match
+		// it by the version it was made with.
+		prev := req
+		prev.Fingerprint = fingerprintV2(r.Method, route, r.URL.RequestURI(), req.Tenant, r.Header.Get("Content-Type"), body)
+		res, err = m.begin(r.Context(), prev, ev)
+	}
 	switch {
 	case errors.Is(err, ErrMismatch):
 		m.emit(ev, EventMismatch, 0, "")
