@@ -191,7 +191,8 @@
 //   - [ProblemKeyInvalid], …/idempotency-key-invalid (400): the key is
 //     malformed, sent in several fields, or a list.
 //   - [ProblemRequestInvalid], …/idempotency-request-invalid (400): the
-//     body cannot be read, or the route or tenant cannot be stored.
+//     body cannot be read, the route or tenant cannot be stored, or a body
+//     of a JSON type is invalid JSON or repeats a member.
 //   - [ProblemRequestTooLarge], …/idempotency-request-too-large (413): the
 //     body exceeds [Config.MaxRequestBody].
 //   - [ProblemKeyMismatch], …/idempotency-key-mismatch (422): the key was

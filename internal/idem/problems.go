@@ -16,7 +16,8 @@ const (
 	// list.
 	ProblemKeyInvalid = ProblemBase + "idempotency-key-invalid"
 	// ProblemRequestInvalid (400): the request cannot be guarded: its body
-	// is unreadable, or its route or tenant cannot be stored.
+	// is unreadable, its route or tenant cannot be stored, or its JSON body
+	// is invalid or repeats a member ([ErrBodyInvalid]).
 	ProblemRequestInvalid = ProblemBase + "idempotency-request-invalid"
 	// ProblemRequestTooLarge (413): the request body exceeds
 	// [Config.MaxRequestBody].
