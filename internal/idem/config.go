@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -22,6 +23,11 @@ const (
 	DefaultPollInterval    = 50 * time.Millisecond
 	DefaultContentType     = "application/json"
 )
+
+// representationHeaders are the response headers kept with every stored
+// body, besides [Config.ReplayHeaders]: they say how its bytes are read
+// (RFC 9110 §8.3–8.5), so a replay without them would change its meaning.
+var representationHeaders = []string{"Content-Type", "Content-Encoding", "Content-Language"}
 
 // MaxRouteLen is the longest route and tenant accepted, in bytes. Both are
 // stored in indexed columns, whose entries PostgreSQL bounds; a longer one
@@ -135,8 +141,11 @@ type Config struct {
 	// Default 1 MiB.
 	MaxRequestBody int64
 	// MaxResponseBody is the largest response body, in bytes, that is
-	// stored. A larger response is still sent in full, but not stored: the
-	// claim is released and a warning logged. Default 1 MiB.
+	// stored. A larger response is still sent in full, and a warning
+	// logged. A larger 2xx or 3xx, whose work was done, is stored as done
+	// without its response ([Response.NotKept]): a retry gets 409
+	// [ProblemResponseNotKept] and the handler does not run again. A larger
+	// 4xx is not stored: the claim is released. Default 1 MiB.
 	MaxResponseBody int
 	// Wait is how long a duplicate of an in-flight request waits for the
 	// first to finish, then replays its response (or runs, if the first
@@ -145,14 +154,21 @@ type Config struct {
 	// PollInterval is how often a waiting duplicate looks at the record.
 	// Default 50 ms.
 	PollInterval time.Duration
-	// RetryAfter is the Retry-After sent with 409 and 503. Default 1 s.
+	// RetryAfter is the Retry-After sent with 503, and the least sent with
+	// the 409 for a request in flight, whose Retry-After is what is left of
+	// the claim's lease (at most one lease). Default 1 s.
 	RetryAfter time.Duration
 	// DefaultContentType is set on a response whose handler wrote a body
 	// without a Content-Type, so the original and its replays carry the
 	// same one. Default "application/json".
 	DefaultContentType string
 	// ReplayHeaders are the response headers stored and replayed besides
-	// Content-Type. Default: Location.
+	// the representation headers that say how the stored bytes are read,
+	// which are always kept with them: Content-Type, Content-Encoding (a
+	// gzip body replayed without it would be undecodable bytes) and
+	// Content-Language. A response in any content coding is therefore
+	// stored as sent, coded, and replayed with its coding, even to a retry
+	// whose Accept-Encoding differs. Default: Location.
 	ReplayHeaders []string
 	// StoreRetry is how long, after the handler has run, the middleware
 	// keeps retrying to store its response ([Store.Complete]) or to release
@@ -219,13 +235,16 @@ func (c Config) resolve() Config {
 	if c.ReplayHeaders == nil {
 		c.ReplayHeaders = []string{"Location"}
 	}
-	c.ReplayHeaders = append([]string{"Content-Type"}, c.ReplayHeaders...)
-	for i, h := range c.ReplayHeaders {
+	keep := append([]string(nil), representationHeaders...)
+	for _, h := range c.ReplayHeaders {
 		if h == "" || strings.ContainsAny(h, " \t\r\n:") {
 			panic(fmt.Sprintf("idem: Config.ReplayHeaders holds %q, not a header name", h))
 		}
-		c.ReplayHeaders[i] = http.CanonicalHeaderKey(h)
+		if h = http.CanonicalHeaderKey(h); !slices.Contains(keep, h) {
+			keep = append(keep, h)
+		}
 	}
+	c.ReplayHeaders = keep
 	if c.Route == nil {
 		c.Route = func(r *http.Request) string { return r.URL.EscapedPath() }
 	}

@@ -31,15 +31,25 @@
 //
 // "requestHash" is [Fingerprint]: SHA-256 over the length-framed method,
 // route, request target (the escaped path and the raw query), tenant and
-// body, with a JSON body in canonical form, so key order and whitespace do
-// not matter (a body that is not valid UTF-8 or escapes a lone surrogate,
-// which decoding would fold into U+FFFD, is hashed as sent). The route
+// body, with a JSON body in its RFC 8785 (JCS) canonical form, so member
+// order, whitespace and the spelling of a number (1, 1.0, 1e0) do not
+// matter. JSON that JCS cannot hold faithfully (a lone surrogate escape,
+// an integer beyond ±2^53 that a double would round, a number beyond a
+// double's range) is hashed as sent. A body whose JSON content type says it
+// is JSON, and that is invalid JSON (or not UTF-8) or repeats an object
+// member, gets 400 ([ErrBodyInvalid]) before the store is asked. The
 // pattern scopes the key, but the target is part of the request: a key
 // reused on /accounts/2/charge after /accounts/1/charge (same pattern
 // "POST /accounts/{id}/charge", same body), or with ?amount=500 after
 // ?amount=5, is another request. A key reused with another fingerprint
 // gets [ErrMismatch] (422), whether the first request is done or in
 // flight.
+//
+// The fingerprint is versioned (version 3 is JCS; version 2 kept numbers
+// as written). So that a record made by the previous version, in flight or
+// completed across a deploy, still matches its retries, the middleware
+// compares the previous version's hash too when the current one does not
+// match (one more claim statement, on the 422 path only).
 //
 // # Claims, leases and fencing
 //
@@ -121,13 +131,17 @@
 //
 //	{"v":1,"header":{"Content-Type":["application/json"]},"body":"{\"id\":1}"}
 //
-// The body is kept as a JSON string when it is UTF-8, which round-trips
-// byte for byte, and as "bodyBase64" otherwise. Header values likewise: a
+// The body is what was sent: none for a 204 or 304, whatever their
+// handler wrote, as net/http sends none. It is kept as a JSON string when
+// it is UTF-8, which round-trips byte for byte, and as "bodyBase64"
+// otherwise. Header values likewise: a
 // header with a value that is not UTF-8 (obs-text) is kept in
 // "headerBase64", which makes the envelope version 2; any other response
-// is written as version 1, and both are read. The headers kept are
-// Content-Type and [Config.ReplayHeaders] (default Location). A handler
-// that writes or flushes a body without a Content-Type gets
+// is written as version 1, and both are read. The headers kept are the
+// ones that say how the stored bytes are read, Content-Type,
+// Content-Encoding and Content-Language (RFC 9110 §8.3–8.5), so a gzip
+// body is replayed with its coding rather than as undecodable bytes, and
+// [Config.ReplayHeaders] (default Location). A handler that writes or flushes a body without a Content-Type gets
 // [Config.DefaultContentType] (JSON) set on the original response before
 // its headers are sent, so original and replay agree, and net/http sniffs
 // neither.
@@ -137,23 +151,62 @@
 // would repeat its effect). It stores nothing and releases the claim, so
 // the client can retry, for a 5xx, a handler panic (the panic then goes on
 // up), a handler that hijacked the connection (its answer bypassed the
-// middleware), a body over [Config.MaxResponseBody] (default 1 MiB, with a
-// warning: a truncated body is never replayed), a lost lease (see above),
+// middleware), a 4xx with a body over [Config.MaxResponseBody] (default 1
+// MiB, with a warning), a lost lease (see above),
 // and a request whose context was cancelled before the handler returned,
 // unless the handler still wrote a 2xx status: the work was done, so
 // that response is stored and a retry replays it. A replay sends the stored
-// status, headers and bytes, plus Idempotent-Replayed: true. Request
+// status, headers and bytes, plus Idempotent-Replayed: true.
+//
+// A 2xx or 3xx with a body over [Config.MaxResponseBody] was done, so its
+// key stays done; as a truncated body is never replayed, the record says
+// only that the response was not kept, in an envelope of version 3
+// ({"v":3,"notKept":true}, with the status sent in "responseStatus"). A
+// retry gets 409 [ProblemResponseNotKept], without Retry-After, and the
+// handler never runs a second time. An instance that reads only versions
+// 1 and 2 answers such a record with 503, never with a replay or a run. Request
 // bodies over [Config.MaxRequestBody] (1 MiB) get 413 before the handler
 // runs; the handler reads the whole body the middleware fingerprinted.
 //
 // # In flight
 //
-// A duplicate of a request in flight gets 409 with Retry-After
-// ([Config.RetryAfter]). With [Config.Wait] set, it instead polls the
+// A duplicate of a request in flight gets 409 with Retry-After: what is
+// left of the claim's lease by the store's clock (one more query, on this
+// path only), by when the key is answered or, if its instance died,
+// claimable; at least [Config.RetryAfter] and at most one lease. With [Config.Wait] set, it instead polls the
 // record every [Config.PollInterval] for up to Wait and replays the
 // response (or runs the request itself if the first released its claim),
 // and gets the 409 only when Wait runs out. Polling costs one indexed
 // query per interval and needs no dedicated connection, unlike LISTEN.
+//
+// # Problem types
+//
+// Every answer of the middleware's own is an RFC 9457
+// application/problem+json body whose "title" is RFC 9110's reason phrase
+// for its status and whose "type" is one of these stable URIs, so that a
+// client can tell the middleware's 409 from its handler's:
+//
+//   - [ProblemKeyMissing], https://klozd.dev/problems/idempotency-key-missing
+//     (400): [Config.Required] asks for a key and none was sent.
+//   - [ProblemKeyInvalid], …/idempotency-key-invalid (400): the key is
+//     malformed, sent in several fields, or a list.
+//   - [ProblemRequestInvalid], …/idempotency-request-invalid (400): the
+//     body cannot be read, the route or tenant cannot be stored, or a body
+//     of a JSON type is invalid JSON or repeats a member.
+//   - [ProblemRequestTooLarge], …/idempotency-request-too-large (413): the
+//     body exceeds [Config.MaxRequestBody].
+//   - [ProblemKeyMismatch], …/idempotency-key-mismatch (422): the key was
+//     used with another request; send a new key.
+//   - [ProblemInFlight], …/idempotency-key-in-flight (409, Retry-After): a
+//     request with the key is being processed; retry later.
+//   - [ProblemResponseNotKept], …/idempotency-response-not-kept (409, no
+//     Retry-After): the request with the key was done, but its response was
+//     too large to keep and cannot be replayed; it does not run again.
+//   - [ProblemStoreUnavailable], …/idempotency-store-unavailable (503,
+//     Retry-After): keys cannot be checked; the handler did not run.
+//   - [ProblemRequestStopped], …/idempotency-request-stopped (503,
+//     Retry-After): the handler was stopped, its lease lost, before it
+//     answered; retry with the same key.
 //
 // # Failures and observability
 //

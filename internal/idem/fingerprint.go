@@ -17,9 +17,16 @@ import (
 // Domain separators: a change of encoding changes every hash instead of
 // silently colliding with the previous version's.
 const (
-	fingerprintVersion = "idem/fingerprint/v2"
-	keyVersion         = "idem/key/v1"
+	fingerprintVersion   = "idem/fingerprint/v3"
+	fingerprintVersionV2 = "idem/fingerprint/v2"
+	keyVersion           = "idem/key/v1"
 )
+
+// ErrBodyInvalid reports a request body with a JSON media type that is
+// not one JSON value of valid UTF-8, or whose object repeats a member name
+// (RFC 8785 §3.1, and RFC 8259 §4: receivers disagree on which value
+// counts). The middleware answers it with 400 before the store is asked.
+var ErrBodyInvalid = errors.New("idem: request body is not valid JSON")
 
 // Fingerprint returns the request hash stored in "requestHash": the hex
 // SHA-256 of a length-framed encoding of method, route, target, tenant and
@@ -29,26 +36,61 @@ const (
 // ?amount=5, is a different request even when both share the route pattern
 // "POST /accounts/{id}". A caller of [Store.Begin] whose route names the
 // whole operation passes "". Each field is preceded by its length, so
-// ("ab", "c") and ("a", "bc") never hash alike. When contentType is a JSON media type (application/json,
-// anything +json) or empty, and the body is one valid JSON value, the body
-// is hashed in canonical form: object keys sorted, insignificant whitespace
-// removed, strings re-escaped minimally; numbers keep their text (1 and 1.0
-// differ) so two payloads a decoder could read differently never share a
-// hash. A duplicate object key keeps its last value, as encoding/json does.
-// A body that is not valid UTF-8, or escapes a lone UTF-16 surrogate
-// ("\ud800"), is not canonicalised, as decoding would fold each such byte
-// or escape into U+FFFD and make distinct payloads alike. Those and other
-// bodies are hashed byte for byte, tagged so that they never collide with a
-// canonical JSON one.
+// ("ab", "c") and ("a", "bc") never hash alike.
+//
+// When contentType is a JSON media type (application/json, anything
+// +json) or empty, and the body is one valid JSON value, the body is hashed
+// in its RFC 8785 (JCS) canonical form: members sorted by their names'
+// UTF-16 code units, insignificant whitespace removed, strings escaped as
+// ECMAScript's JSON.stringify does, and numbers compared by value: each is
+// read as an IEEE 754 double and written as ECMAScript's
+// Number.prototype.toString writes it, so 1, 1.0 and 1e0 are one number.
+// Some valid JSON cannot be canonicalised without making distinct payloads
+// alike, and is hashed byte for byte instead: a body that escapes a lone
+// UTF-16 surrogate ("\ud800", which decoding folds into U+FFFD), an integer
+// written without fraction or exponent that a double cannot hold exactly
+// (beyond ±2^53, such as 12345678901234567891, which integer decoders read
+// exactly), a number beyond the range of a double, or nesting deeper than
+// 10000. Invalid JSON, and an object that repeats a member name, is hashed
+// byte for byte too; [Middleware] refuses those with 400 instead when the
+// content type is a JSON one (see [ErrBodyInvalid]). A body hashed byte for
+// byte is tagged so that it never collides with a canonical one.
 func Fingerprint(method, route, target, tenant, contentType string, body []byte) string {
-	buf := make([]byte, 0, 72+len(fingerprintVersion)+len(method)+len(route)+len(target)+len(tenant)+len(body))
-	buf = appendFrame(buf, fingerprintVersion)
-	buf = appendFrame(buf, method)
-	buf = appendFrame(buf, route)
-	buf = appendFrame(buf, target)
-	buf = appendFrame(buf, tenant)
+	fp, _ := fingerprint(method, route, target, tenant, contentType, body)
+	return fp
+}
+
+// fingerprint is [Fingerprint], which also returns an error wrapping
+// [ErrBodyInvalid] for a body that a JSON content type says is JSON and is
+// not (the hash is then of the raw bytes).
+func fingerprint(method, route, target, tenant, contentType string, body []byte) (string, error) {
+	buf := appendHead(fingerprintVersion, method, route, target, tenant, len(body))
+	var invalid error
+	if len(body) > 0 && isJSONType(contentType) {
+		c, err := canonicalJSON(body)
+		if err == nil {
+			buf = appendFrame(buf, "json")
+			buf = appendFrame(buf, c)
+			return hashHex(buf), nil
+		}
+		if errors.Is(err, ErrBodyInvalid) && contentType != "" {
+			invalid = err
+		}
+	}
+	buf = appendFrame(buf, "raw")
+	buf = appendFrame(buf, body)
+	return hashHex(buf), invalid
+}
+
+// fingerprintV2 is the request hash of fingerprint version 2, which
+// hashed numbers as written and kept a duplicate member's last value. A
+// record claimed or completed before version 3 was deployed holds it, so
+// the middleware compares it too when the version 3 hash does not match,
+// until such records have expired ([StoreConfig.TTL] after the deploy).
+func fingerprintV2(method, route, target, tenant, contentType string, body []byte) string {
+	buf := appendHead(fingerprintVersionV2, method, route, target, tenant, len(body))
 	if isJSONType(contentType) && utf8.Valid(body) && !escapesLoneSurrogate(body) {
-		if c, err := canonicalJSON(body); err == nil {
+		if c, err := canonicalJSONv2(body); err == nil {
 			buf = appendFrame(buf, "json")
 			buf = appendFrame(buf, c)
 			return hashHex(buf)
@@ -57,6 +99,17 @@ func Fingerprint(method, route, target, tenant, contentType string, body []byte)
 	buf = appendFrame(buf, "raw")
 	buf = appendFrame(buf, body)
 	return hashHex(buf)
+}
+
+// appendHead starts a fingerprint's encoding: the version and the framed
+// fields before the body.
+func appendHead(version, method, route, target, tenant string, bodyLen int) []byte {
+	buf := make([]byte, 0, 72+len(version)+len(method)+len(route)+len(target)+len(tenant)+bodyLen)
+	buf = appendFrame(buf, version)
+	buf = appendFrame(buf, method)
+	buf = appendFrame(buf, route)
+	buf = appendFrame(buf, target)
+	return appendFrame(buf, tenant)
 }
 
 // storedKey is the value of the "key" column: the hex SHA-256 of the
@@ -95,9 +148,12 @@ func isJSONType(contentType string) bool {
 
 var errTrailingData = errors.New("idem: JSON value followed by more data")
 
-// canonicalJSON returns the canonical form of the single JSON value in data
-// (see [Fingerprint]). It fails on invalid JSON or trailing data.
-func canonicalJSON(data []byte) ([]byte, error) {
+// canonicalJSONv2 returns the canonical form of version 2 of the
+// fingerprint: object keys sorted by UTF-8 bytes, numbers as written, a
+// duplicate key keeping its last value. It fails on invalid JSON or
+// trailing data. It is kept to match records made before version 3 (see
+// [fingerprintV2]).
+func canonicalJSONv2(data []byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var v any
@@ -107,10 +163,12 @@ func canonicalJSON(data []byte) ([]byte, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errTrailingData
 	}
-	return appendCanonical(make([]byte, 0, len(data)), v), nil
+	return appendCanonicalV2(make([]byte, 0, len(data)), v), nil
 }
 
-func appendCanonical(dst []byte, v any) []byte {
+// appendCanonicalV2 appends v, as decoded with UseNumber, in version 2's
+// canonical form.
+func appendCanonicalV2(dst []byte, v any) []byte {
 	switch v := v.(type) {
 	case nil:
 		return append(dst, "null"...)
@@ -122,14 +180,14 @@ func appendCanonical(dst []byte, v any) []byte {
 	case json.Number:
 		return append(dst, v...)
 	case string:
-		return appendString(dst, v)
+		return appendStringV2(dst, v)
 	case []any:
 		dst = append(dst, '[')
 		for i, e := range v {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendCanonical(dst, e)
+			dst = appendCanonicalV2(dst, e)
 		}
 		return append(dst, ']')
 	case map[string]any:
@@ -143,20 +201,20 @@ func appendCanonical(dst []byte, v any) []byte {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendString(dst, k)
+			dst = appendStringV2(dst, k)
 			dst = append(dst, ':')
-			dst = appendCanonical(dst, v[k])
+			dst = appendCanonicalV2(dst, v[k])
 		}
 		return append(dst, '}')
 	}
 	panic("idem: unexpected JSON value type") // unreachable: Decode into any yields only the types above
 }
 
-// appendString writes s as a JSON string escaping only what JSON requires:
+// appendStringV2 writes s as a JSON string escaping only what JSON requires:
 // the quote, the backslash and control characters. s is valid UTF-8: the
 // decoder replaced invalid UTF-8 and lone surrogate escapes with U+FFFD
 // (which is why [Fingerprint] does not canonicalise a body holding them).
-func appendString(dst []byte, s string) []byte {
+func appendStringV2(dst []byte, s string) []byte {
 	const hexDigits = "0123456789abcdef"
 	dst = append(dst, '"')
 	for i := 0; i < len(s); {

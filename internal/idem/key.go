@@ -15,17 +15,23 @@ var (
 	// ErrKeyTooLong reports a key longer than [MaxKeyLen] bytes.
 	ErrKeyTooLong = errors.New("idem: idempotency key is longer than 255 bytes; send a shorter key such as a UUID")
 	// ErrKeyInvalid reports a key that is neither a valid sf-string nor a
-	// bare token of printable ASCII.
-	ErrKeyInvalid = errors.New(`idem: idempotency key must be printable ASCII, as a bare token or an sf-string such as "8e03978e-40d5-43e8-bc93-6894a57f9324"`)
+	// bare token, such as a list of keys.
+	ErrKeyInvalid = errors.New(`idem: idempotency key must be one bare token (letters, digits and !#$%&'*+-.^_` + "`" + `|~:/) or one sf-string of printable ASCII such as "8e03978e-40d5-43e8-bc93-6894a57f9324"`)
 )
 
 // ParseKey parses the value of an Idempotency-Key field. It accepts the
 // form of draft-ietf-httpapi-idempotency-key-header, a Structured Field
 // string (RFC 8941 §3.3.3: `"…"` with only \" and \\ as escapes, no
 // parameters), and a bare token as most clients send it. Both forms name the
-// same key: `"abc"` and `abc` parse to abc. The key must be 1 to
-// [MaxKeyLen] bytes of printable ASCII (0x20–0x7E); leading and trailing
-// spaces and tabs of the field value are not part of it.
+// same key: `"abc"` and `abc` parse to abc. A bare key is an sf-token's
+// characters (RFC 8941 §3.3.4: tchar, ":" and "/"), except that it may also
+// start with a digit, as UUIDs do; any other character, such as the comma
+// and space of a list (`a2, b2`, which a proxy folds from two fields), a
+// semicolon (parameters) or a quote, makes it invalid, as does anything
+// after an sf-string's closing quote. A key with such characters can be
+// sent as an sf-string. The key must be 1 to [MaxKeyLen] bytes of printable
+// ASCII (0x20–0x7E); leading and trailing spaces and tabs of the field
+// value are not part of it.
 func ParseKey(v string) (string, error) {
 	v = strings.Trim(v, " \t")
 	if v == "" {
@@ -36,7 +42,7 @@ func ParseKey(v string) (string, error) {
 			return "", ErrKeyTooLong
 		}
 		for i := 0; i < len(v); i++ {
-			if !printable(v[i]) {
+			if !tokenChar(v[i]) {
 				return "", ErrKeyInvalid
 			}
 		}
@@ -95,3 +101,13 @@ func parseSFString(v string) (string, error) {
 }
 
 func printable(c byte) bool { return c >= 0x20 && c <= 0x7e }
+
+// tokenChar reports whether c may appear in a bare key: an sf-token's
+// characters, tchar (RFC 9110 §5.6.2), ":" and "/".
+func tokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~:/", c) >= 0
+}

@@ -20,7 +20,9 @@ func TestParseKey(t *testing.T) {
 		{in: "  abc\t", want: "abc"},
 		{in: `"a b"`, want: "a b"},
 		{in: `"say \"hi\" \\o/"`, want: `say "hi" \o/`},
-		{in: `x"y`, want: `x"y`},
+		{in: "a+b/c=", wantErr: ErrKeyInvalid},
+		{in: "urn:uuid:8e03978e/x_y.z~!#$%&'*^`|", want: "urn:uuid:8e03978e/x_y.z~!#$%&'*^`|"},
+		{in: `"a2, b2"`, want: "a2, b2"},
 		{in: long, want: long},
 		{in: `"` + long + `"`, want: long},
 		{in: `"` + strings.Repeat(`\\`, MaxKeyLen) + `"`, want: strings.Repeat(`\`, MaxKeyLen)},
@@ -39,6 +41,17 @@ func TestParseKey(t *testing.T) {
 		{in: `"a\b"`, wantErr: ErrKeyInvalid},
 		{in: `"abc\"`, wantErr: ErrKeyInvalid},
 		{in: "\"é\"", wantErr: ErrKeyInvalid},
+		// Lists (two fields folded by a proxy), parameters and stray
+		// delimiters are not one key.
+		{in: "a2, b2", wantErr: ErrKeyInvalid},
+		{in: "a2,b2", wantErr: ErrKeyInvalid},
+		{in: `"a2", "b2"`, wantErr: ErrKeyInvalid},
+		{in: `a2, "b2"`, wantErr: ErrKeyInvalid},
+		{in: `"a2", b2`, wantErr: ErrKeyInvalid},
+		{in: "a b", wantErr: ErrKeyInvalid},
+		{in: "abc;p=1", wantErr: ErrKeyInvalid},
+		{in: `x"y`, wantErr: ErrKeyInvalid},
+		{in: "(a)", wantErr: ErrKeyInvalid},
 	}
 	for _, tt := range tests {
 		got, err := ParseKey(tt.in)
@@ -54,7 +67,7 @@ func TestParseKey(t *testing.T) {
 }
 
 func FuzzParseKey(f *testing.F) {
-	for _, s := range []string{"abc", `"abc"`, `"a\"b"`, `"a\\b"`, `""`, `"`, "", " x ", `"x";y`, "\x00", "é", strings.Repeat("k", 256)} {
+	for _, s := range []string{"abc", `"abc"`, `"a\"b"`, `"a\\b"`, `""`, `"`, "", " x ", `"x";y`, "\x00", "é", strings.Repeat("k", 256), "a2, b2", `"a", "b"`, "k;p=1", "urn:x/y"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
@@ -71,6 +84,16 @@ func FuzzParseKey(f *testing.F) {
 		for i := 0; i < len(key); i++ {
 			if key[i] < 0x20 || key[i] > 0x7e {
 				t.Fatalf("ParseKey(%q) = %q: byte %#x is not printable ASCII", in, key, key[i])
+			}
+		}
+		// A bare key is the trimmed field value, of token characters only:
+		// never a list, parameters or a quote.
+		if v := strings.Trim(in, " \t"); v[0] != '"' {
+			if key != v {
+				t.Fatalf("ParseKey(%q) = %q, want the trimmed value", in, key)
+			}
+			if strings.ContainsAny(key, ",; \"()=") {
+				t.Fatalf("ParseKey(%q) = %q: a delimiter in a bare key", in, key)
 			}
 		}
 		// The sf-string serialisation of the key parses back to it.

@@ -55,8 +55,9 @@ type Event struct {
 	Status int
 	// Reason is why a claim was released: "status" (1xx or 5xx), "panic",
 	// "canceled", "too large", "hijacked" (the handler took over the
-	// connection) or "lease lost" (see [ErrLeaseLost]); or "waiting" for a
-	// conflict that waits.
+	// connection) or "lease lost" (see [ErrLeaseLost]); "waiting" for a
+	// conflict that waits; or "not kept" for a response stored as done
+	// without its body, which was over [Config.MaxResponseBody].
 	Reason string
 }
 
@@ -107,29 +108,29 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	values := r.Header.Values(cfg.Header)
 	if len(values) == 0 {
 		if cfg.Required != nil && cfg.Required(r) {
-			problem.Write(w, http.StatusBadRequest, "This request requires an "+cfg.Header+" header.", 0)
+			writeProblem(w, ProblemKeyMissing, http.StatusBadRequest, "This request requires an "+cfg.Header+" header.", 0)
 			return
 		}
 		next.ServeHTTP(w, r)
 		return
 	}
 	if len(values) > 1 {
-		problem.Write(w, http.StatusBadRequest, "Send one "+cfg.Header+" header, not several.", 0)
+		writeProblem(w, ProblemKeyInvalid, http.StatusBadRequest, "Send one "+cfg.Header+" header, not several.", 0)
 		return
 	}
 	key, err := ParseKey(values[0])
 	if err != nil {
-		problem.Write(w, http.StatusBadRequest, "The "+cfg.Header+" header must be 1 to 255 printable ASCII characters, bare or as a quoted string.", 0)
+		writeProblem(w, ProblemKeyInvalid, http.StatusBadRequest, "The "+cfg.Header+" header must be one key of 1 to 255 printable ASCII characters: a token, or a quoted string; not a list.", 0)
 		return
 	}
 	body, err := readBody(w, r, cfg.MaxRequestBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			problem.Write(w, http.StatusRequestEntityTooLarge, "The request body exceeds "+strconv.FormatInt(cfg.MaxRequestBody, 10)+" bytes.", 0)
+			writeProblem(w, ProblemRequestTooLarge, http.StatusRequestEntityTooLarge, "The request body exceeds "+strconv.FormatInt(cfg.MaxRequestBody, 10)+" bytes.", 0)
 			return
 		}
-		problem.Write(w, http.StatusBadRequest, "The request body could not be read.", 0)
+		writeProblem(w, ProblemRequestInvalid, http.StatusBadRequest, "The request body could not be read.", 0)
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -140,15 +141,19 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		route = cfg.Route(r)
 	}
 	if !storable(route) {
-		problem.Write(w, http.StatusBadRequest, "This request's path cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
+		writeProblem(w, ProblemRequestInvalid, http.StatusBadRequest, "This request's path cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
 		return
 	}
 	req := Request{Key: key, Route: route, Tenant: cfg.Tenant(r)}
 	if !storable(req.Tenant) {
-		problem.Write(w, http.StatusBadRequest, "This request's tenant cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
+		writeProblem(w, ProblemRequestInvalid, http.StatusBadRequest, "This request's tenant cannot carry an "+cfg.Header+": it is not printable UTF-8 of at most "+strconv.Itoa(MaxRouteLen)+" bytes.", 0)
 		return
 	}
-	req.Fingerprint = Fingerprint(r.Method, route, r.URL.RequestURI(), req.Tenant, r.Header.Get("Content-Type"), body)
+	req.Fingerprint, err = fingerprint(r.Method, route, r.URL.RequestURI(), req.Tenant, r.Header.Get("Content-Type"), body)
+	if err != nil {
+		writeProblem(w, ProblemRequestInvalid, http.StatusBadRequest, "The request body is not one valid JSON value with unique member names, as its Content-Type says it is.", 0)
+		return
+	}
 	if cfg.IP != nil {
 		if ip := cfg.IP(r); storable(ip) {
 			req.IP = ip
@@ -158,14 +163,21 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	log := logger{l: cfg.Logger, keyID: ev.KeyID[:16], route: route}
 
 	res, err := m.begin(r.Context(), req, ev)
+	if errors.Is(err, ErrMismatch) {
+		// The record may predate fingerprint version 3: its retries match
+		// it by the version it was made with.
+		prev := req
+		prev.Fingerprint = fingerprintV2(r.Method, route, r.URL.RequestURI(), req.Tenant, r.Header.Get("Content-Type"), body)
+		res, err = m.begin(r.Context(), prev, ev)
+	}
 	switch {
 	case errors.Is(err, ErrMismatch):
 		m.emit(ev, EventMismatch, 0, "")
 		log.log(r.Context(), slog.LevelInfo, "idem: key reused with a different request")
-		problem.Write(w, http.StatusUnprocessableEntity, "This "+cfg.Header+" was used with a different request; send a new key.", 0)
+		writeProblem(w, ProblemKeyMismatch, http.StatusUnprocessableEntity, "This "+cfg.Header+" was used with a different request; send a new key.", 0)
 		return
 	case errors.Is(err, ErrInFlight):
-		problem.Write(w, http.StatusConflict, "A request with this "+cfg.Header+" is being processed; retry later.", cfg.RetryAfter)
+		writeProblem(w, ProblemInFlight, http.StatusConflict, "A request with this "+cfg.Header+" is being processed; retry later.", m.inFlightRetryAfter(r.Context(), err))
 		return
 	case err != nil && r.Context().Err() != nil:
 		return // the client is gone; nobody reads an answer
@@ -175,7 +187,7 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		return
 	case err != nil:
 		log.log(r.Context(), slog.LevelError, "idem: store failed, answering 503", slog.Any("error", err))
-		problem.Write(w, http.StatusServiceUnavailable, "Idempotency keys cannot be checked right now; retry later.", cfg.RetryAfter)
+		writeProblem(w, ProblemStoreUnavailable, http.StatusServiceUnavailable, "Idempotency keys cannot be checked right now; retry later.", cfg.RetryAfter)
 		return
 	case res.Replay != nil:
 		m.emit(ev, EventReplay, res.Replay.Status, "")
@@ -229,7 +241,7 @@ func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, 
 		case <-ctx.Done():
 			return Result{}, ctx.Err()
 		case <-deadline.C:
-			return Result{}, ErrInFlight
+			return Result{}, err // the last poll's ErrInFlight
 		case <-tick.C:
 		}
 		res, err = once()
@@ -237,6 +249,24 @@ func (m *middleware) begin(ctx context.Context, req Request, ev Event) (Result, 
 			return res, err
 		}
 	}
+}
+
+// inFlightRetryAfter is the Retry-After of the 409 for err, an
+// [ErrInFlight]: what is left of the claim's lease, which is when the key
+// is answered at the latest (replayed, or claimable if its instance died),
+// at least [Config.RetryAfter] and at most one lease. It is
+// Config.RetryAfter when the lease's end is unknown.
+func (m *middleware) inFlightRetryAfter(ctx context.Context, err error) time.Duration {
+	floor := m.cfg.RetryAfter
+	var inFlight *InFlightError
+	if !errors.As(err, &inFlight) {
+		return floor
+	}
+	left, err := m.cfg.Store.until(context.WithoutCancel(ctx), inFlight.ExpiresAt)
+	if err != nil {
+		return floor
+	}
+	return min(max(left, floor), max(m.cfg.Store.cfg.Lease, floor))
 }
 
 // run runs the handler under claim c, renewing its lease meanwhile, and
@@ -273,7 +303,7 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 		// The handler stopped, as told, without an answer: nothing was
 		// done that the client could be told of, so it hears to retry,
 		// not a 200 with nothing behind it.
-		problem.Write(rec, http.StatusServiceUnavailable, "The request was stopped before it finished; retry it with the same "+m.cfg.Header+".", m.cfg.RetryAfter)
+		writeProblem(rec, ProblemRequestStopped, http.StatusServiceUnavailable, "The request was stopped before it finished; retry it with the same "+m.cfg.Header+".", m.cfg.RetryAfter)
 	} else if rec.late.Load() {
 		log.log(cleanup, slog.LevelWarn, "idem: the handler wrote after it was told to stop (lease lost); its response is stored only if its claim is still current",
 			slog.Int("status", rec.status))
@@ -288,7 +318,7 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 	// since). A handler that wrote nothing gave up.
 	done := answered && rec.status >= 200 && rec.status < 300
 	switch {
-	case lost && (!done || rec.overflow):
+	case lost && !done:
 		log.log(cleanup, slog.LevelWarn, "idem: lease lost while the handler ran; its response is not stored",
 			slog.Int("status", rec.status), slog.Any("error", context.Cause(ctx)))
 		m.release(cleanup, c, ev, log, rec.status, "lease lost", lost)
@@ -298,12 +328,22 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 		m.release(cleanup, c, ev, log, rec.status, "canceled", lost)
 	case rec.status < 200 || rec.status >= 500:
 		m.release(cleanup, c, ev, log, rec.status, "status", lost)
-	case rec.overflow:
+	case rec.overflow && rec.status >= 400:
+		// A refusal: nothing was done, so the key may run again and its
+		// retry gets a real answer.
 		log.log(r.Context(), slog.LevelWarn, "idem: response body over the limit, not stored; the key can run again",
 			slog.Int("status", rec.status), slog.Int("limit", m.cfg.MaxResponseBody))
 		m.release(cleanup, c, ev, log, rec.status, "too large", lost)
 	default:
 		resp := Response{Status: rec.status, Header: rec.saved, Body: rec.buf}
+		if rec.overflow {
+			// The work was done (2xx, 3xx): the key stays done, and a retry
+			// hears that the response was not kept instead of running it
+			// again.
+			log.log(r.Context(), slog.LevelWarn, "idem: response body over the limit; stored as done without its response",
+				slog.Int("status", rec.status), slog.Int("limit", m.cfg.MaxResponseBody))
+			resp = Response{Status: rec.status, NotKept: true}
+		}
 		_, err := m.persist(cleanup, c, log, func(ctx context.Context) error { return m.cfg.Store.Complete(ctx, c, resp) })
 		if lost && errors.Is(err, ErrClaimLost) {
 			// Another request holds the key now; it no longer waits on
@@ -318,7 +358,7 @@ func (m *middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 				slog.Int("status", rec.status), slog.Any("error", err))
 			return
 		}
-		m.emit(ev, EventStored, rec.status, "")
+		m.emit(ev, EventStored, rec.status, map[bool]string{true: "not kept"}[resp.NotKept])
 		log.log(r.Context(), slog.LevelDebug, "idem: stored", slog.Int("status", rec.status))
 	}
 }
@@ -517,7 +557,18 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return buf.Bytes(), err
 }
 
+// writeProblem answers status with a problem of type typ.
+func writeProblem(w http.ResponseWriter, typ string, status int, detail string, retryAfter time.Duration) {
+	problem.WriteDetails(w, problem.Details{Type: typ, Status: status, Detail: detail}, retryAfter)
+}
+
 func replay(w http.ResponseWriter, resp *Response) {
+	if resp.NotKept {
+		// Not a transient state: no Retry-After, as a retry gets the same.
+		writeProblem(w, ProblemResponseNotKept, http.StatusConflict, "The request with this idempotency key was done (status "+
+			strconv.Itoa(resp.Status)+"), but its response was too large to keep, so it cannot be replayed; it is not run again.", 0)
+		return
+	}
 	h := w.Header()
 	for k, v := range resp.Header {
 		h[k] = slices.Clone(v)
@@ -528,6 +579,12 @@ func replay(w http.ResponseWriter, resp *Response) {
 		h["Content-Type"] = nil
 	}
 	h.Set("Idempotent-Replayed", "true")
+	if !bodyAllowed(resp.Status) {
+		// A 204 or 304 has neither body nor Content-Length (RFC 9110
+		// §8.6), even if an older record holds the bytes its handler wrote.
+		w.WriteHeader(resp.Status)
+		return
+	}
 	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	w.WriteHeader(resp.Status)
 	_, _ = w.Write(resp.Body)

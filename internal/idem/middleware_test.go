@@ -76,7 +76,8 @@ func assertProblem(t *testing.T, w *httptest.ResponseRecorder, status int) {
 	var p problem.Details
 	if assert.NoError(t, json.Unmarshal(w.Body.Bytes(), &p), "body %q", w.Body.String()) {
 		assert.Equal(t, status, p.Status)
-		assert.Equal(t, http.StatusText(status), p.Title)
+		assert.Equal(t, problem.Title(status), p.Title)
+		assert.True(t, strings.HasPrefix(p.Type, ProblemBase), "type %q", p.Type)
 		assert.NotEmpty(t, p.Detail)
 	}
 }
@@ -338,6 +339,7 @@ func TestMiddlewareFailuresLeaveKeyClaimable(t *testing.T) {
 			http.Error(w, context.Cause(r.Context()).Error(), http.StatusRequestTimeout)
 		}},
 		{name: "too large", reason: "too large", fail: func(w http.ResponseWriter, _ *http.Request, _ context.CancelFunc) {
+			w.WriteHeader(http.StatusBadRequest) // a refusal: nothing was done
 			_, _ = io.WriteString(w, big)
 			_, _ = io.WriteString(w, big)
 		}},
@@ -363,7 +365,7 @@ func TestMiddlewareFailuresLeaveKeyClaimable(t *testing.T) {
 			}))
 			ctx, c := context.WithCancel(context.Background())
 			cancel = c
-			key := "fail-" + tt.name
+			key := "fail-" + strings.ReplaceAll(tt.name, " ", "-")
 			if tt.panics {
 				assert.PanicsWithValue(t, "handler bug", func() { postCtx(ctx, h, key, "{}") }, "the panic is re-raised")
 			} else {
@@ -403,7 +405,7 @@ func TestMiddlewareCrashedClaimAndExpiry(t *testing.T) {
 
 	w := post(h, "k", body)
 	assertProblem(t, w, http.StatusConflict)
-	assert.Equal(t, "3", w.Header().Get("Retry-After"))
+	assert.Equal(t, "10", w.Header().Get("Retry-After"), "what is left of the lease")
 	assert.Zero(t, calls.Load())
 
 	clk.Advance(10 * time.Second)
@@ -497,7 +499,7 @@ func TestMiddlewareFailOpenOnlyWhenUnavailable(t *testing.T) {
 	assertProblem(t, post(h, "k", "{}"), http.StatusServiceUnavailable)
 	assert.Equal(t, int64(1), calls.Load(), "a corrupt record is not a reason to run the request again")
 	assert.Contains(t, logs.String(), "level=ERROR")
-	assert.Contains(t, logs.String(), "not a version 1 or 2 envelope")
+	assert.Contains(t, logs.String(), "not a version 1, 2 or 3 envelope")
 }
 
 // Requests the middleware does not apply to never reach the store: it is

@@ -52,6 +52,11 @@ func (r *recorder) Write(p []byte) (int, error) {
 	if !r.sent {
 		r.send(true)
 	}
+	if !bodyAllowed(r.status) {
+		// net/http sends no body with a 204 or 304 (the write fails with
+		// http.ErrBodyNotAllowed): neither is one stored.
+		return r.w.Write(p)
+	}
 	if !r.overflow {
 		if len(r.buf)+len(p) > r.limit {
 			r.overflow, r.buf = true, nil

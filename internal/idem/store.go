@@ -107,6 +107,12 @@ type Response struct {
 	Header http.Header
 	// Body is the body, byte for byte.
 	Body []byte
+	// NotKept records a response that was sent but was too large to keep
+	// (over [Config.MaxResponseBody]): Status is the status sent, Header
+	// and Body are empty. Its request was done, so its key must not run
+	// again; the middleware replays it as [ProblemResponseNotKept]. It is
+	// stored as a version 3 envelope (see envelope.go).
+	NotKept bool
 }
 
 // Claim is the right to run the request of a key once, obtained from
@@ -231,7 +237,8 @@ func (s *Store) leaseLeft(c *Claim) time.Duration { return c.leaseDeadline().Sub
 
 // Begin claims the key of req, or returns the response stored for it. It
 // returns [ErrMismatch] when the key's live record has another fingerprint,
-// and [ErrInFlight] when a live claim holds it. An expired record or
+// and an [*InFlightError], which is [ErrInFlight], when a live claim holds
+// it. An expired record or
 // abandoned claim is replaced atomically. It is one statement, retried only
 // in the rare race where the statement's snapshot predates a concurrent
 // claimer's commit and so sees no row at all (when every attempt loses that
@@ -294,7 +301,7 @@ func (s *Store) Begin(ctx context.Context, req Request) (Result, error) {
 		case hash != req.Fingerprint:
 			return Result{}, ErrMismatch
 		case status == 0:
-			return Result{}, ErrInFlight
+			return Result{}, &InFlightError{ExpiresAt: expires.Time.UTC()}
 		}
 		resp, err := decodeResponse(status, body)
 		if err != nil {
@@ -446,9 +453,13 @@ type envelope struct {
 	HeaderBase64 map[string][][]byte `json:"headerBase64,omitempty"`
 	Body         string              `json:"body,omitempty"`
 	BodyBase64   []byte              `json:"bodyBase64,omitempty"`
+	NotKept      bool                `json:"notKept,omitempty"`
 }
 
 func encodeResponse(resp Response) (string, error) {
+	if resp.NotKept {
+		return encodeNotKept()
+	}
 	env := envelope{V: 1}
 	for k, vs := range resp.Header {
 		if !slices.ContainsFunc(vs, func(v string) bool { return !utf8.ValidString(v) }) {
@@ -479,8 +490,11 @@ func encodeResponse(resp Response) (string, error) {
 
 func decodeResponse(status int, data string) (*Response, error) {
 	var env envelope
-	if err := json.Unmarshal([]byte(data), &env); err != nil || (env.V != 1 && env.V != 2) {
-		return nil, fmt.Errorf("stored response is not a version 1 or 2 envelope (%v); delete the row to let the key run again", err)
+	if err := json.Unmarshal([]byte(data), &env); err != nil || (env.V != 1 && env.V != 2 && env.V != envelopeNotKept) {
+		return nil, fmt.Errorf("stored response is not a version 1, 2 or 3 envelope (%v); delete the row to let the key run again", err)
+	}
+	if env.V == envelopeNotKept {
+		return decodeNotKept(status, env)
 	}
 	resp := &Response{Status: status, Header: env.Header, Body: env.BodyBase64}
 	for k, vs := range env.HeaderBase64 {
