@@ -207,6 +207,12 @@
 //   - [ProblemRequestStopped], …/idempotency-request-stopped (503,
 //     Retry-After): the handler was stopped, its lease lost, before it
 //     answered; retry with the same key.
+//   - [ProblemNotCommitted], …/idempotency-not-committed (503,
+//     Retry-After): on a transactional route, nothing committed, or the
+//     commit's outcome was lost; retry with the same key.
+//   - [ProblemResponseTooLarge], …/idempotency-response-too-large (500): on
+//     a transactional route, the response exceeded what is held until the
+//     commit; nothing was done.
 //
 // # Failures and observability
 //

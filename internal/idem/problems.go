@@ -37,4 +37,13 @@ const (
 	// ProblemRequestStopped (503, with Retry-After): the handler was told
 	// to stop, its lease lost, and stopped without an answer.
 	ProblemRequestStopped = ProblemBase + "idempotency-request-stopped"
+	// ProblemNotCommitted (503, with Retry-After): on a transactional route
+	// ([Config.Transactional]), the handler's work and its response did not
+	// commit, or the commit's outcome was lost; a retry with the key
+	// replays what committed or runs afresh.
+	ProblemNotCommitted = ProblemBase + "idempotency-not-committed"
+	// ProblemResponseTooLarge (500): on a transactional route, the response
+	// exceeded [Config.MaxResponseBody], which bounds what is held until the
+	// commit; nothing was done.
+	ProblemResponseTooLarge = ProblemBase + "idempotency-response-too-large"
 )

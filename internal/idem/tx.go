@@ -11,7 +11,6 @@ import (
 
 	"github.com/klozd/api/ent"
 	"github.com/klozd/api/internal/database"
-	"github.com/klozd/api/internal/problem"
 )
 
 // ErrNotStored is wrapped by the error of [Store.RunTx] when the work was
@@ -195,7 +194,7 @@ func (m *middleware) runTx(next http.Handler, w http.ResponseWriter, r *http.Req
 	case errors.Is(err, ErrNotStored) && hold.overflow:
 		s.settle(context.WithoutCancel(r.Context()), c, err)
 		m.emit(ev, EventReleased, hold.status, "too large")
-		problem.Write(w, http.StatusInternalServerError, "The response exceeded the size this route can hold until its transaction commits; nothing was done.", 0)
+		writeProblem(w, ProblemResponseTooLarge, http.StatusInternalServerError, "The response exceeded the size this route can hold until its transaction commits; nothing was done.", 0)
 	case errors.Is(err, ErrNotStored) && hold.status != 0 && (hold.status < 200 || hold.status >= 400):
 		// Rolled back: the handler's own failure answer goes out as it is.
 		s.settle(context.WithoutCancel(r.Context()), c, err)
@@ -207,7 +206,7 @@ func (m *middleware) runTx(next http.Handler, w http.ResponseWriter, r *http.Req
 		s.settle(context.WithoutCancel(r.Context()), c, err)
 		m.emit(ev, EventReleased, hold.status, "not committed")
 		log.log(r.Context(), slog.LevelWarn, "idem: transactional handler's work not committed; answering 503", slog.Any("error", err))
-		problem.Write(w, http.StatusServiceUnavailable, "The request could not be completed; retry it with the same "+m.cfg.Header+".", m.cfg.RetryAfter)
+		writeProblem(w, ProblemNotCommitted, http.StatusServiceUnavailable, "The request could not be completed; retry it with the same "+m.cfg.Header+".", m.cfg.RetryAfter)
 	}
 }
 
