@@ -110,9 +110,17 @@ type scenario struct {
 	// restartLease: the scenario runs with the larger of Config.Lease and
 	// Config.RestartLease.
 	restartLease bool
-	// marks are the fractions of the load at which fault runs.
+	// marks are where the fault runs, as fractions of the scenario's
+	// jobs: the fault at mark m starts when job ⌊m×len(jobs)⌋ is taken, by
+	// request count, not by time (see gate).
 	marks []float64
-	fault func(ctx context.Context, e *env, cfg Config) (faultRun, error)
+	// fault injects one fault. It calls arm once the load may go on (a
+	// table lock taken, a server stopped); the runner arms it when the
+	// fault returns, if it has not.
+	fault func(ctx context.Context, e *env, cfg Config, arm func()) (faultRun, error)
+	// proxied puts a fault proxy between each instance and PostgreSQL
+	// (env.proxies): the network scenarios.
+	proxied bool
 }
 
 // faultRun is what one run of a fault did.
@@ -156,9 +164,9 @@ func scenarios() []scenario {
 
 // The recovery after a restart is measured by the runner, which has the
 // instances.
-func faultRestart(ctx context.Context, e *env, cfg Config) (faultRun, error) {
+func faultRestart(ctx context.Context, e *env, cfg Config, arm func()) (faultRun, error) {
 	start := time.Now()
-	if err := e.faults.Restart(ctx, cfg.restartPause); err != nil {
+	if err := e.faults.Restart(ctx, cfg.restartPause, arm); err != nil {
 		return faultRun{}, err
 	}
 	d := time.Since(start)
@@ -167,15 +175,15 @@ func faultRestart(ctx context.Context, e *env, cfg Config) (faultRun, error) {
 
 // The database keeps accepting connections: the pools replace the ones
 // terminated at once, so the fault has no outage.
-func faultKill(ctx context.Context, e *env, cfg Config) (faultRun, error) {
-	n, inUse, err := e.faults.KillConnections(ctx, e.url, cfg.LockTimeout/2)
+func faultKill(ctx context.Context, e *env, cfg Config, arm func()) (faultRun, error) {
+	n, inUse, err := e.faults.KillConnections(ctx, e.url, cfg.LockTimeout/2, arm)
 	return faultRun{what: fmt.Sprintf("terminated %d connections, %d of them in use", n, inUse), inUse: inUse}, err
 }
 
-func faultSlow(ctx context.Context, e *env, cfg Config) (faultRun, error) {
+func faultSlow(ctx context.Context, e *env, cfg Config, arm func()) (faultRun, error) {
 	d := 2 * cfg.StatementTimeout
 	start := time.Now()
-	err := e.faults.HoldLocks(ctx, e.url, d)
+	err := e.faults.HoldLocks(ctx, e.url, d, arm)
 	return faultRun{what: fmt.Sprintf("held exclusive table locks for %s", d), outage: time.Since(start)}, err
 }
 
@@ -274,22 +282,18 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 
 	loadCtx, cancel := context.WithTimeout(ctx, cfg.TimeLimit)
 	defer cancel()
+	gates := newGates(s.marks, len(jobs), cfg.Concurrency)
 	var (
 		next, done atomic.Int64
 		wg         sync.WaitGroup
-		markCh     = make([]chan struct{}, len(s.marks))
-		markOnce   = make([]sync.Once, len(s.marks))
 	)
-	for i := range markCh {
-		markCh[i] = make(chan struct{})
-	}
 	for w := range cfg.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for loadCtx.Err() == nil {
 				i := int(next.Add(1)) - 1
-				if i >= len(jobs) {
+				if i >= len(jobs) || !gates.pass(loadCtx, i) {
 					return
 				}
 				base := insts[(w+i)%len(insts)].server.URL
@@ -298,12 +302,7 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 				} else {
 					cl.login(loadCtx, base, j.pair)
 				}
-				n := done.Add(1)
-				for m, f := range s.marks {
-					if float64(n) >= f*float64(len(jobs)) {
-						markOnce[m].Do(func() { close(markCh[m]) })
-					}
-				}
+				done.Add(1)
 			}
 		}()
 	}
@@ -322,25 +321,21 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 		faultWG.Add(1)
 		go func() {
 			defer faultWG.Done()
-			for m := range s.marks {
+			defer gates.openAll() // a fault that failed holds no worker
+			for _, g := range gates {
 				select {
-				case <-markCh[m]:
+				case <-g.trigger:
 				case <-loadCtx.Done():
-					// The load ended: by the time limit (the mark may never
-					// come), or after every job, every mark reached.
-					select {
-					case <-markCh[m]:
-					default:
-						return
-					}
+					// The time limit ended the load before the trigger.
+					return
 				}
-				late := loadCtx.Err() != nil
-				run, err := s.fault(ctx, e, cfg)
+				run, err := s.fault(ctx, e, cfg, g.arm)
+				g.arm()
 				if err != nil {
 					faultErr = err
 					return
 				}
-				if late {
+				if loadCtx.Err() != nil {
 					run.what += " (after the load had ended)"
 				}
 				faults = append(faults, run.what)
@@ -367,6 +362,7 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 					}
 				}
 				unavailable = max(unavailable, down)
+				g.finish()
 			}
 		}()
 	}
@@ -378,7 +374,7 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 	if faultErr != nil {
 		return Result{}, faultErr
 	}
-	timedOut := next.Load() < int64(len(jobs))
+	timedOut := done.Load() < int64(len(jobs))
 
 	// Retry every key that got no final answer, as a client would.
 	// They count in a recorder of their own, so that the load's req/s and
