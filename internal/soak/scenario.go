@@ -83,8 +83,8 @@ type Result struct {
 	// violation.
 	LateCalls int           `json:"late_calls"`
 	LateWorst time.Duration `json:"late_worst_ns,omitempty"`
-	Unchecked    []string `json:"unchecked,omitempty"`
-	Note         string   `json:"note,omitempty"`
+	Unchecked []string      `json:"unchecked,omitempty"`
+	Note      string        `json:"note,omitempty"`
 
 	// The failover scenarios' count of acknowledged writes the promoted
 	// standby does not have: idempotency keys whose first original answer
