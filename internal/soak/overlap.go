@@ -191,7 +191,7 @@ func stamp(t time.Time) string {
 	if t.IsZero() {
 		return "?"
 	}
-	return t.Format("15:04:05.000000")
+	return t.UTC().Format("15:04:05.000000")
 }
 
 // firstOriginal reports whether a client got the response of the key's

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -276,4 +277,47 @@ func TestRetryUnansweredStopsWhenCancelled(t *testing.T) {
 	keys := map[string]*keyState{"a": {}, "b": {}}
 	retryUnanswered(ctx, cl, []*instance{{server: srv}}, keys, cfg)
 	assert.False(t, keys["a"].answered || keys["b"].answered)
+}
+
+// The network scenarios, a fault proxy between each instance and the
+// database, find no violation: no two runs of a key overlap, no client
+// call outlasts its timeout, and today's invariants hold. They take
+// longer than the short run (the partition waits out leases), so they run
+// only when SOAK_NETWORK is set, as "make soak" runs them at full size.
+func TestSoakNetwork(t *testing.T) {
+	if testing.Short() || os.Getenv("SOAK_NETWORK") == "" {
+		t.Skip("set SOAK_NETWORK=1 to run the network scenarios (cmd/soak runs them too)")
+	}
+	var names []string
+	byName := map[string]scenario{}
+	for _, s := range scenarios() {
+		if s.proxied {
+			names = append(names, s.name)
+			byName[s.name] = s
+		}
+	}
+	cfg := Config{
+		Orders: 60, LoginPairs: 10, LoginsPerPair: 7, Concurrency: 16, TimeLimit: time.Minute,
+		Lease: time.Second, StatementTimeout: 300 * time.Millisecond, LockTimeout: 150 * time.Millisecond,
+		Driver: pgtest.Driver(),
+	}
+	results, err := Run(context.Background(), cfg, names)
+	require.NoError(t, err)
+	require.Len(t, results, len(names))
+	var b strings.Builder
+	PrintSummary(&b, results)
+	t.Log("\n" + b.String())
+	for _, r := range results {
+		assert.Empty(t, r.Violations, r.Scenario)
+		assert.Zero(t, r.LateCalls, r.Scenario)
+		assert.Equal(t, 190, r.Sent, r.Scenario)
+		assert.Len(t, r.Faults, len(byName[r.Scenario].marks), r.Scenario)
+		for _, f := range r.Faults {
+			assert.NotContains(t, f, "after the load", r.Scenario)
+		}
+		assert.Equal(t, r.Resent, r.ReplayedAfterLease, r.Scenario)
+		if r.Scenario == "partition" {
+			assert.Greater(t, r.Outage, r.Lease, "the partition outlasts the lease")
+		}
+	}
 }
