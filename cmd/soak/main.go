@@ -5,6 +5,7 @@
 //
 //	go run ./cmd/soak                      # every scenario, default sizes
 //	go run ./cmd/soak -scenario restart -orders 1000
+//	go run ./cmd/soak -scenario partition,lost-replies,resets,latency   # the network scenarios
 package main
 
 import (

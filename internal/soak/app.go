@@ -1,14 +1,18 @@
 package soak
 
 import (
+	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klozd/api/internal/database"
@@ -29,6 +33,37 @@ type instance struct {
 	store   *idem.Store
 	lockout *lockout.Service
 	server  *httptest.Server
+	// stmtTimeout bounds the handler's check of an unknown outcome.
+	stmtTimeout time.Duration
+
+	mu   sync.Mutex
+	ends map[string]time.Time // nonce → when its handler returned
+	// hold, when set, holds the handlers that start until it is released
+	// (see holdHandlers).
+	hold atomic.Pointer[handlerHold]
+}
+
+// handlerHold holds the order handlers that start while it is set, each
+// before its side effect, until release is closed; each held key is sent
+// on entered (when there is room).
+type handlerHold struct {
+	entered chan string
+	release chan struct{}
+}
+
+// holdHandlers makes the handlers that start from now on wait before
+// their side effect until the returned release is called; held receives
+// their keys.
+func (in *instance) holdHandlers() (held <-chan string, release func()) {
+	h := &handlerHold{entered: make(chan string, 64), release: make(chan struct{})}
+	in.hold.Store(h)
+	var once sync.Once
+	return h.entered, func() {
+		once.Do(func() {
+			in.hold.CompareAndSwap(h, nil)
+			close(h.release)
+		})
+	}
 }
 
 func newInstance(name, url string, cfg Config, bare bool) (*instance, error) {
@@ -43,7 +78,7 @@ func newInstance(name, url string, cfg Config, bare bool) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &instance{name: name, db: db}
+	in := &instance{name: name, db: db, stmtTimeout: cfg.StatementTimeout, ends: map[string]time.Time{}}
 	in.store = idem.NewStore(db, idem.StoreConfig{Lease: cfg.Lease})
 	in.lockout, err = lockout.New(db, lockout.Config{
 		Policy: lockout.Policy{MaxFailures: maxFailures, EmailLimit: lockout.Off, IPLimit: lockout.Off},
@@ -85,13 +120,41 @@ type order struct {
 
 // createOrder is the idempotent endpoint: its side effect is a row in
 // soak_effects, one per execution.
+//
+// A side effect whose outcome is unknown (the connection broke after the
+// INSERT was sent) is looked up before the handler answers, as a careful
+// handler would: found, the order was created; not found (or the look-up
+// failed), the handler answers 503. A handler whose context ended (the
+// client left, or the middleware lost the lease) does not look.
 func (in *instance) createOrder(w http.ResponseWriter, r *http.Request) {
+	started := time.Now()
 	key := r.Header.Get("Idempotency-Key")
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	o := order{Key: key, Nonce: hex.EncodeToString(b[:])}
-	if _, err := in.db.ExecContext(r.Context(), `INSERT INTO soak_effects ("key", "instance", "nonce") VALUES ($1, $2, $3)`,
-		key, in.name, o.Nonce); err != nil {
+	defer func() {
+		in.mu.Lock()
+		in.ends[o.Nonce] = time.Now()
+		in.mu.Unlock()
+	}()
+	if h := in.hold.Load(); h != nil {
+		select {
+		case h.entered <- key:
+		default:
+		}
+		<-h.release
+	}
+	_, err := in.db.ExecContext(r.Context(), `INSERT INTO soak_effects ("key", "instance", "nonce", "started") VALUES ($1, $2, $3, $4)`,
+		key, in.name, o.Nonce, started)
+	if errors.Is(err, database.ErrOutcomeUnknown) && r.Context().Err() == nil {
+		ctx, cancel := context.WithTimeout(r.Context(), in.stmtTimeout)
+		var found bool
+		if in.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM soak_effects WHERE "nonce" = $1)`, o.Nonce).Scan(&found) == nil && found {
+			err = nil
+		}
+		cancel()
+	}
+	if err != nil {
 		problem.Write(w, http.StatusServiceUnavailable, "The order could not be created.", time.Second)
 		return
 	}

@@ -84,6 +84,7 @@ type pair struct {
 	email, ip string
 	mu        sync.Mutex
 	recorded  int // 401s saying the failure was recorded
+	unknown   int // clean 503s: the failure may or may not have been recorded
 }
 
 // client sends jobs and classifies answers.
@@ -94,6 +95,13 @@ type client struct {
 	mu      sync.Mutex
 	dirty   []string // answers that were not clean, for the violations list
 	timeout time.Duration
+	late    *lateCalls // calls past timeout + CallSlack; nil counts none
+}
+
+// derive returns a client on c's HTTP client and late counter with
+// recorders of its own.
+func (c *client) derive() *client {
+	return &client{http: c.http, rec: NewRecorder(), orders: NewRecorder(), timeout: c.timeout, late: c.late}
 }
 
 func (c *client) dirtyf(format string, args ...any) {
@@ -193,6 +201,9 @@ func (c *client) login(ctx context.Context, base string, p *pair) bool {
 		c.rec.Add(Conflicted, took)
 		return true
 	case status == http.StatusServiceUnavailable && isProblem(header):
+		p.mu.Lock()
+		p.unknown++
+		p.mu.Unlock()
 		c.rec.Add(FailedClean, took)
 	default:
 		c.rec.Add(FailedDirty, took)
@@ -207,12 +218,16 @@ func (c *client) do(req *http.Request) (int, http.Header, []byte, time.Duration,
 	defer cancel()
 	resp, err := c.http.Do(req.WithContext(ctx))
 	if err != nil {
-		return 0, nil, nil, time.Since(start), err
+		took := time.Since(start)
+		c.late.add(took, c.timeout)
+		return 0, nil, nil, took, err
 	}
 	defer resp.Body.Close()
 	var buf bytes.Buffer
 	_, err = io.Copy(&buf, resp.Body)
-	return resp.StatusCode, resp.Header, buf.Bytes(), time.Since(start), err
+	took := time.Since(start)
+	c.late.add(took, c.timeout)
+	return resp.StatusCode, resp.Header, buf.Bytes(), took, err
 }
 
 func isProblem(h http.Header) bool {

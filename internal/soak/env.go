@@ -9,16 +9,26 @@ import (
 
 	"github.com/klozd/api/internal/database"
 	"github.com/klozd/api/internal/devdb"
+	"github.com/klozd/api/internal/faultproxy"
 	"github.com/klozd/api/internal/migration"
 	"github.com/klozd/api/internal/pgcluster"
 )
 
-// effectsDDL is the suite's own table: one row per handler execution.
+// effectsDDL is the suite's own table: one row per handler execution
+// whose side effect landed. "started" is when the handler began (the
+// instance's clock), "landed" when its INSERT ran on the server (the
+// server's clock; both are this machine's), "ended" when the handler
+// returned, written by the suite after the load from what the instance
+// recorded (see recordEnds). A run spans [started, max(ended, landed)]:
+// a statement held in the network may land after its handler returned.
 const effectsDDL = `CREATE TABLE soak_effects (
 	"key" text NOT NULL,
 	"instance" text NOT NULL,
 	"nonce" text NOT NULL,
-	"at" timestamptz NOT NULL DEFAULT now()
+	"at" timestamptz NOT NULL DEFAULT now(),
+	"started" timestamptz,
+	"landed" timestamptz NOT NULL DEFAULT clock_timestamp(),
+	"ended" timestamptz
 )`
 
 // env is one scenario's database on the suite's cluster.
@@ -26,6 +36,14 @@ type env struct {
 	url    string
 	faults *Faults
 	drop   func() // drops the database
+
+	// Set by runScenario for the faults: the instances, each one's fault
+	// proxy (proxied scenarios), the keys, and a client for the requests
+	// a fault sends itself.
+	insts   []*instance
+	proxies []*faultproxy.Proxy
+	keys    map[string]*keyState
+	cl      *client
 }
 
 // newEnv creates a migrated database for one scenario on dev's server,

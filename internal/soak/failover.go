@@ -101,7 +101,8 @@ func (f *Faults) Failover(ctx context.Context, lag time.Duration) (promote, outa
 	return time.Since(promoting), time.Since(start), nil
 }
 
-func faultFailover(ctx context.Context, e *env, cfg Config) (faultRun, error) {
+func faultFailover(ctx context.Context, e *env, cfg Config, arm func()) (faultRun, error) {
+	arm() // the load goes on through the stall and the failover
 	promote, outage, err := e.faults.Failover(ctx, cfg.FailoverLag)
 	if err != nil {
 		return faultRun{}, err

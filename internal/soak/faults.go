@@ -18,12 +18,13 @@ type Faults struct {
 }
 
 // Restart stops PostgreSQL in fast mode, keeps it down for pause, and
-// starts it again, as "pg_ctl restart -m fast" does. It returns once the
-// server accepts connections again.
-func (f *Faults) Restart(ctx context.Context, pause time.Duration) error {
+// starts it again, as "pg_ctl restart -m fast" does. It calls arm once the
+// server is down, and returns once it accepts connections again.
+func (f *Faults) Restart(ctx context.Context, pause time.Duration, arm func()) error {
 	if err := f.cluster.Shutdown(); err != nil {
 		return fmt.Errorf("restart the server: %w", err)
 	}
+	arm()
 	if pause > 0 {
 		select {
 		case <-ctx.Done():
@@ -46,8 +47,10 @@ func (f *Faults) Restart(ctx context.Context, pause time.Duration) error {
 // most wait: the statements that touch them then wait (in use) instead of
 // finishing within a millisecond. It terminates every connection as soon
 // as one is in use, or when wait has passed, then releases the lock. It
-// returns how many connections it terminated and how many were in use.
-func (f *Faults) KillConnections(ctx context.Context, url string, wait time.Duration) (killed, inUse int, err error) {
+// calls arm once the lock is held, so that the load, paused until then,
+// sends statements that wait on it. It returns how many connections it
+// terminated and how many were in use.
+func (f *Faults) KillConnections(ctx context.Context, url string, wait time.Duration, arm func()) (killed, inUse int, err error) {
 	db, err := sql.Open("postgres", url)
 	if err != nil {
 		return 0, 0, err
@@ -65,6 +68,7 @@ func (f *Faults) KillConnections(ctx context.Context, url string, wait time.Dura
 	if _, err := tx.ExecContext(ctx, `LOCK TABLE "idempotency_records", "auth_attempts" IN ACCESS EXCLUSIVE MODE`); err != nil {
 		return 0, 0, fmt.Errorf("kill connections: %w", err)
 	}
+	arm()
 	deadline := time.Now().Add(wait)
 	for {
 		force := !time.Now().Before(deadline)
@@ -91,8 +95,8 @@ FROM s WHERE $3 OR (SELECT n FROM busy) > 0`, f.dbName, holder, force).Scan(&inU
 
 // HoldLocks takes an exclusive lock on both tables for d, so statements
 // touching them wait past their lock and statement timeouts, then releases
-// it. It returns when the lock is released.
-func (f *Faults) HoldLocks(ctx context.Context, url string, d time.Duration) error {
+// it. It calls arm once the lock is held, and returns when it is released.
+func (f *Faults) HoldLocks(ctx context.Context, url string, d time.Duration, arm func()) error {
 	db, err := sql.Open("postgres", url)
 	if err != nil {
 		return err
@@ -106,6 +110,7 @@ func (f *Faults) HoldLocks(ctx context.Context, url string, d time.Duration) err
 	if _, err := tx.ExecContext(ctx, `LOCK TABLE "idempotency_records", "auth_attempts" IN ACCESS EXCLUSIVE MODE`); err != nil {
 		return fmt.Errorf("hold locks: %w", err)
 	}
+	arm()
 	// The lock is held for d of wall time: the fault itself, not a wait for a race.
 	if _, err := tx.ExecContext(ctx, `SELECT pg_sleep($1)`, d.Seconds()); err != nil {
 		return fmt.Errorf("hold locks: %w", err)

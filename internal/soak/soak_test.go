@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -45,12 +46,12 @@ func TestInvariantsCatchViolations(t *testing.T) {
 		"headers":    {answered: true, originals: 1, responses: []response{created("headers", "n5", false), otherType}},
 	}
 	pairs := []*pair{{email: "u@example.com", ip: "192.0.2.1", recorded: 5}}
-	v, once, err := checkInvariants(ctx, &env{url: url}, keys, pairs)
+	f, err := checkInvariants(ctx, &env{url: url}, keys, pairs)
 	require.NoError(t, err)
 	// A key whose handler ran twice is reported apart: a fault that
 	// outlasted the lease explains it.
-	assert.Equal(t, []string{"key twice: the handler ran 2 times"}, once)
-	all := strings.Join(v, "\n")
+	assert.Equal(t, map[string]string{"twice": "key twice: the handler ran 2 times"}, f.once)
+	all := strings.Join(f.v, "\n")
 	for _, want := range []string{
 		"key missing: a client got a final answer but the side effect is missing",
 		"key replayed: a response differs from the side effect",
@@ -78,11 +79,11 @@ func TestSoakShort(t *testing.T) {
 	// as a loaded machine does: the restart scenario's own lease
 	// (RestartLease, default 5s) covers it.
 	// The failover scenarios start servers of their own and take longer:
-	// TestSoakFailover runs them.
+	// TestSoakFailover runs them; TestSoakNetwork runs the network ones.
 	var names []string
 	byName := map[string]scenario{}
 	for _, s := range scenarios() {
-		if s.replication == "" {
+		if s.replication == "" && !s.proxied {
 			names = append(names, s.name)
 			byName[s.name] = s
 		}
@@ -276,4 +277,52 @@ func TestRetryUnansweredStopsWhenCancelled(t *testing.T) {
 	keys := map[string]*keyState{"a": {}, "b": {}}
 	retryUnanswered(ctx, cl, []*instance{{server: srv}}, keys, cfg)
 	assert.False(t, keys["a"].answered || keys["b"].answered)
+}
+
+// The network scenarios, a fault proxy between each instance and the
+// database, find no violation: no two runs of a key overlap, no client
+// call outlasts its timeout, and today's invariants hold. They take
+// longer than the short run (the partition waits out leases), so they run
+// only when SOAK_NETWORK is set, as "make soak" runs them at full size.
+// A key whose handler gave up on a write that then landed (its reply held
+// by the partition until the lease ended, or its connection reset while
+// the server had yet to run it) answers 503, so its key runs again: a
+// violation of at most once that the middleware cannot see, reported
+// with the runs' times.
+func TestSoakNetwork(t *testing.T) {
+	if testing.Short() || os.Getenv("SOAK_NETWORK") == "" {
+		t.Skip("set SOAK_NETWORK=1 to run the network scenarios (cmd/soak runs them too)")
+	}
+	var names []string
+	byName := map[string]scenario{}
+	for _, s := range scenarios() {
+		if s.proxied {
+			names = append(names, s.name)
+			byName[s.name] = s
+		}
+	}
+	cfg := Config{
+		Orders: 60, LoginPairs: 10, LoginsPerPair: 7, Concurrency: 16, TimeLimit: time.Minute,
+		Lease: time.Second, StatementTimeout: 300 * time.Millisecond, LockTimeout: 150 * time.Millisecond,
+		Driver: pgtest.Driver(),
+	}
+	results, err := Run(context.Background(), cfg, names)
+	require.NoError(t, err)
+	require.Len(t, results, len(names))
+	var b strings.Builder
+	PrintSummary(&b, results)
+	t.Log("\n" + b.String())
+	for _, r := range results {
+		assert.Empty(t, r.Violations, r.Scenario)
+		assert.Zero(t, r.LateCalls, r.Scenario)
+		assert.Equal(t, 190, r.Sent, r.Scenario)
+		assert.Len(t, r.Faults, len(byName[r.Scenario].marks), r.Scenario)
+		for _, f := range r.Faults {
+			assert.NotContains(t, f, "after the load", r.Scenario)
+		}
+		assert.Equal(t, r.Resent, r.ReplayedAfterLease, r.Scenario)
+		if r.Scenario == "partition" {
+			assert.Greater(t, r.Outage, r.Lease, "the partition outlasts the lease")
+		}
+	}
 }
