@@ -38,12 +38,16 @@ type instance struct {
 
 	mu   sync.Mutex
 	ends map[string]time.Time // nonce → when its handler returned
+	// statuses holds, by nonce, the status the order handler answered:
+	// a 5xx for a run whose effect landed anyway is the documented limit
+	// of the non-transactional mode (see checkInvariants).
+	statuses map[string]int
 	// hold, when set, holds the handlers that start until it is released
 	// (see holdHandlers).
 	hold atomic.Pointer[handlerHold]
 }
 
-// handlerHold holds the order handlers that start while it is set, each
+// handlerHold holds the (non-transactional) order handlers that start while it is set, each
 // before its side effect, until release is closed; each held key is sent
 // on entered (when there is room).
 type handlerHold struct {
@@ -78,7 +82,7 @@ func newInstance(name, url string, cfg Config, bare bool) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &instance{name: name, db: db, stmtTimeout: cfg.StatementTimeout, ends: map[string]time.Time{}}
+	in := &instance{name: name, db: db, stmtTimeout: cfg.StatementTimeout, ends: map[string]time.Time{}, statuses: map[string]int{}}
 	in.store = idem.NewStore(db, idem.StoreConfig{Lease: cfg.Lease})
 	in.lockout, err = lockout.New(db, lockout.Config{
 		Policy: lockout.Policy{MaxFailures: maxFailures, EmailLimit: lockout.Off, IPLimit: lockout.Off},
@@ -94,6 +98,11 @@ func newInstance(name, url string, cfg Config, bare bool) (*instance, error) {
 		orders = idem.Middleware(idem.Config{Store: in.store, Logger: quiet, Required: func(*http.Request) bool { return true }})(orders)
 	}
 	mux.Handle("POST /orders", orders)
+	txOrders := http.Handler(http.HandlerFunc(in.createTxOrder))
+	if !bare {
+		txOrders = idem.Middleware(idem.Config{Store: in.store, Logger: quiet, Transactional: true, Required: func(*http.Request) bool { return true }})(txOrders)
+	}
+	mux.Handle("POST /tx-orders", txOrders)
 	mux.HandleFunc("POST /login", in.login)
 	in.server = httptest.NewServer(mux)
 	return in, nil
@@ -132,9 +141,11 @@ func (in *instance) createOrder(w http.ResponseWriter, r *http.Request) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	o := order{Key: key, Nonce: hex.EncodeToString(b[:])}
+	status := http.StatusCreated
 	defer func() {
 		in.mu.Lock()
 		in.ends[o.Nonce] = time.Now()
+		in.statuses[o.Nonce] = status
 		in.mu.Unlock()
 	}()
 	if h := in.hold.Load(); h != nil {
@@ -155,11 +166,40 @@ func (in *instance) createOrder(w http.ResponseWriter, r *http.Request) {
 		cancel()
 	}
 	if err != nil {
-		problem.Write(w, http.StatusServiceUnavailable, "The order could not be created.", time.Second)
+		status = http.StatusServiceUnavailable
+		problem.Write(w, status, "The order could not be created.", time.Second)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Location", "/orders/"+o.Nonce) // a header the middleware replays
+	w.WriteHeader(http.StatusCreated)
+	_ = json.NewEncoder(w).Encode(o)
+}
+
+// createTxOrder is the transactional endpoint (idem.Config.Transactional):
+// it inserts one row of soak_tx_orders through the request's transaction,
+// which commits together with the stored response or not at all, and
+// answers 201 with the nonce. On any error it answers 503, which rolls the
+// transaction back; it never looks up an unknown outcome, the middleware
+// answering only what committed. Without the middleware (the bare
+// instances) it writes through the pool.
+func (in *instance) createTxOrder(w http.ResponseWriter, r *http.Request) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	o := order{Key: r.Header.Get("Idempotency-Key"), Nonce: hex.EncodeToString(b[:])}
+	var exec interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	} = in.db
+	if tx := idem.TxFromContext(r.Context()); tx != nil {
+		exec = tx
+	}
+	if _, err := exec.ExecContext(r.Context(), `INSERT INTO soak_tx_orders ("key", "nonce", "instance") VALUES ($1, $2, $3)`,
+		o.Key, o.Nonce, in.name); err != nil {
+		problem.Write(w, http.StatusServiceUnavailable, "The order could not be created.", time.Second)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Location", "/tx-orders/"+o.Nonce)
 	w.WriteHeader(http.StatusCreated)
 	_ = json.NewEncoder(w).Encode(o)
 }

@@ -21,6 +21,9 @@ type job struct {
 
 // keyState is what clients saw for one idempotency key.
 type keyState struct {
+	// tx sends the key to the transactional endpoint, POST /tx-orders;
+	// otherwise it goes to POST /orders.
+	tx        bool
 	mu        sync.Mutex
 	answered  bool       // a final answer (2xx, or 4xx other than 409) came back
 	originals int        // final answers without Idempotent-Replayed
@@ -71,6 +74,14 @@ func (st *keyState) answer(status int, header http.Header, body []byte) (replaye
 	return r.replayed
 }
 
+// path is the endpoint st's key is sent to.
+func (st *keyState) path() string {
+	if st.tx {
+		return "/tx-orders"
+	}
+	return "/orders"
+}
+
 // isFinal reports whether an order's answer is final: a 2xx, or a 4xx
 // other than 409 (in flight, retry later). The suite's handler answers
 // only 201 and 503; a 4xx comes from the middleware and is stored and
@@ -116,7 +127,7 @@ func (c *client) dirtyf(format string, args ...any) {
 // answer (see isFinal). The clean errors are a 409 (in flight) and a 503,
 // each with a problem+json body; anything else is a violation.
 func (c *client) order(ctx context.Context, base, key string, st *keyState) bool {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/orders", strings.NewReader(`{"item":"soak","qty":1}`))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+st.path(), strings.NewReader(`{"item":"soak","qty":1}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", key)
 	status, header, body, took, err := c.do(req)
@@ -150,7 +161,7 @@ func (c *client) order(ctx context.Context, base, key string, st *keyState) bool
 // is kept with the others, and an original counted, for checkInvariants
 // to compare; it is not counted in the load's recorders.
 func (c *client) resend(ctx context.Context, base, key string, st *keyState) (bool, string) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/orders", strings.NewReader(`{"item":"soak","qty":1}`))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+st.path(), strings.NewReader(`{"item":"soak","qty":1}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", key)
 	status, header, body, _, err := c.do(req)

@@ -18,8 +18,8 @@ import (
 // whose side effect landed. "started" is when the handler began (the
 // instance's clock), "landed" when its INSERT ran on the server (the
 // server's clock; both are this machine's), "ended" when the handler
-// returned, written by the suite after the load from what the instance
-// recorded (see recordEnds). A run spans [started, max(ended, landed)]:
+// returned and "status" what it answered, written by the suite after the
+// load from what the instance recorded (see recordEnds). A run spans [started, max(ended, landed)]:
 // a statement held in the network may land after its handler returned.
 const effectsDDL = `CREATE TABLE soak_effects (
 	"key" text NOT NULL,
@@ -28,7 +28,18 @@ const effectsDDL = `CREATE TABLE soak_effects (
 	"at" timestamptz NOT NULL DEFAULT now(),
 	"started" timestamptz,
 	"landed" timestamptz NOT NULL DEFAULT clock_timestamp(),
-	"ended" timestamptz
+	"ended" timestamptz,
+	"status" integer
+)`
+
+// txOrdersDDL is the transactional endpoint's table: one row per order
+// committed, together with its key's stored response (see
+// instance.createTxOrder and checkTxOrders).
+const txOrdersDDL = `CREATE TABLE soak_tx_orders (
+	"key" text NOT NULL,
+	"nonce" text NOT NULL,
+	"instance" text NOT NULL,
+	"at" timestamptz NOT NULL DEFAULT now()
 )`
 
 // env is one scenario's database on the suite's cluster.
@@ -81,6 +92,9 @@ func (e *env) prepare(ctx context.Context) error {
 	}
 	if _, err := db.ExecContext(ctx, effectsDDL); err != nil {
 		return fmt.Errorf("create soak_effects: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, txOrdersDDL); err != nil {
+		return fmt.Errorf("create soak_tx_orders: %w", err)
 	}
 	return nil
 }

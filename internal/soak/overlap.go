@@ -20,6 +20,7 @@ type effectRun struct {
 	key, instance, nonce string
 	started, landed      time.Time
 	ended                time.Time // zero when the instance did not record it
+	status               int       // what the handler answered; 0 when not recorded
 }
 
 // end is when the run was last doing something: the later of its
@@ -80,10 +81,10 @@ func findOverlaps(runs []effectRun) []overlap {
 // readRuns reads soak_effects.
 func readRuns(ctx context.Context, db *sql.DB) ([]effectRun, error) {
 	var runs []effectRun
-	err := eachRow(ctx, db, `SELECT "key", "instance", "nonce", coalesce("started", "landed"), "landed", "ended" FROM soak_effects`, func(rows *sql.Rows) error {
+	err := eachRow(ctx, db, `SELECT "key", "instance", "nonce", coalesce("started", "landed"), "landed", "ended", coalesce("status", 0) FROM soak_effects`, func(rows *sql.Rows) error {
 		var r effectRun
 		var ended sql.NullTime
-		if err := rows.Scan(&r.key, &r.instance, &r.nonce, &r.started, &r.landed, &ended); err != nil {
+		if err := rows.Scan(&r.key, &r.instance, &r.nonce, &r.started, &r.landed, &ended, &r.status); err != nil {
 			return err
 		}
 		r.ended = ended.Time
@@ -93,18 +94,19 @@ func readRuns(ctx context.Context, db *sql.DB) ([]effectRun, error) {
 	return runs, err
 }
 
-// recordEnds writes into soak_effects when each handler returned, as the
-// instances recorded it, once no request is in flight.
+// recordEnds writes into soak_effects when each handler returned and what
+// it answered, as the instances recorded it, once no request is in flight.
 func recordEnds(ctx context.Context, e *env, insts []*instance) error {
 	type end struct {
-		Nonce string    `json:"nonce"`
-		Ended time.Time `json:"ended"`
+		Nonce  string    `json:"nonce"`
+		Ended  time.Time `json:"ended"`
+		Status int       `json:"status"`
 	}
 	var ends []end
 	for _, in := range insts {
 		in.mu.Lock()
 		for n, t := range in.ends {
-			ends = append(ends, end{n, t})
+			ends = append(ends, end{n, t, in.statuses[n]})
 		}
 		in.mu.Unlock()
 	}
@@ -121,8 +123,8 @@ func recordEnds(ctx context.Context, e *env, insts []*instance) error {
 	}
 	defer db.Close()
 	if _, err := db.ExecContext(ctx, `
-UPDATE soak_effects s SET "ended" = v.ended
-FROM json_to_recordset($1::json) AS v(nonce text, ended timestamptz) WHERE s."nonce" = v.nonce`, string(data)); err != nil {
+UPDATE soak_effects s SET "ended" = v.ended, "status" = v.status
+FROM json_to_recordset($1::json) AS v(nonce text, ended timestamptz, status integer) WHERE s."nonce" = v.nonce`, string(data)); err != nil {
 		return fmt.Errorf("record the handlers' ends: %w", err)
 	}
 	return nil

@@ -10,10 +10,10 @@ import (
 // PrintSummary writes the results as a table, then each violation.
 func PrintSummary(w io.Writer, results []Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tsent\tsucceeded\treplayed\tconflicted\tfailed cleanly\tretried\tresent\treplayed after lease\tviolations\toverlaps\tlate calls\tp50\tp99\treq/s\tlease\toutage\trecovery\t")
+	fmt.Fprintln(tw, "scenario\tsent\tsucceeded\treplayed\tconflicted\tfailed cleanly\tretried\tresent\treplayed after lease\tviolations\toverlaps\tlate calls\ttx orders/stored/found\t5xx landed\tp50\tp99\treq/s\tlease\toutage\trecovery\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.0f\t%s\t%s\t%s\t\n", r.Scenario, r.Sent, r.Succeeded, r.Replayed,
-			r.Conflicted, r.FailedClean, r.Retried, r.Resent, r.ReplayedAfterLease, len(r.Violations), r.Overlaps, r.LateCalls, r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond), r.Throughput,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%s\t%.0f\t%s\t%s\t%s\t\n", r.Scenario, r.Sent, r.Succeeded, r.Replayed,
+			r.Conflicted, r.FailedClean, r.Retried, r.Resent, r.ReplayedAfterLease, len(r.Violations), r.Overlaps, r.LateCalls, fmt.Sprintf("%d/%d/%d", r.TxOrders, r.TxStored, r.TxFound), r.FailedLanded, r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond), r.Throughput,
 			r.Lease, orDash(r.Outage), orDash(r.Recovery))
 	}
 	_ = tw.Flush()

@@ -106,6 +106,23 @@ type Result struct {
 	// again on retry. Reported, not checked: no client was told it was done.
 	AmbiguousKeys  int `json:"ambiguous_keys"`
 	AmbiguousPairs int `json:"ambiguous_pairs"`
+
+	// FailedLanded is the number of keys of the non-transactional endpoint
+	// whose handler ran again because an earlier run answered 5xx for a
+	// write whose outcome it did not know, and the write landed anyway:
+	// the documented limit of the non-transactional mode, reported (with
+	// the runs, in Note) and not counted as violations.
+	FailedLanded int `json:"failed_landed"`
+	// The transactional endpoint's counts (see checkTxOrders): its keys,
+	// their orders and stored records (equal, one each per key answered),
+	// the 2xx answers that found their order, and with an asynchronous
+	// failover the acknowledged keys whose record and order vanished
+	// together.
+	TxKeys   int `json:"tx_keys"`
+	TxOrders int `json:"tx_orders"`
+	TxStored int `json:"tx_stored"`
+	TxFound  int `json:"tx_found"`
+	TxLost   int `json:"tx_lost"`
 }
 
 // scenario is one fault and the shape of the load around it.
@@ -310,11 +327,17 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 		pairs[i] = &pair{email: fmt.Sprintf("user%d@example.com", i), ip: fmt.Sprintf("198.51.100.%d", i%250+1)}
 	}
 	// Each key twice in a row, so two clients send it at once; logins
-	// spread in between.
+	// spread in between. Every other key goes to the transactional
+	// endpoint (POST /tx-orders), the others to POST /orders, so the load
+	// sends as many requests as before.
 	logins := cfg.LoginPairs * cfg.LoginsPerPair
 	for i := range cfg.Orders {
 		k := fmt.Sprintf("%s-%06d", s.name, i)
-		keys[k] = &keyState{}
+		st := &keyState{tx: i%2 == 1}
+		if st.tx {
+			k = fmt.Sprintf("%s-tx-%06d", s.name, i)
+		}
+		keys[k] = st
 		jobs = append(jobs, job{order: k}, job{order: k})
 		for j := i * logins / cfg.Orders; j < (i+1)*logins/cfg.Orders; j++ {
 			jobs = append(jobs, job{pair: pairs[j%len(pairs)]})
@@ -497,6 +520,7 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 				"and its key runs again when re-sent after the lease (idem's documented limit, not a defect); raise %s above the outage",
 			unavailable.Round(time.Millisecond), lease, leaseKnob))
 	}
+	allKeys := keys // the failover's losses are taken out of keys below
 	if s.replication != "" {
 		l, err := countLosses(ctx, e, keys, pairs)
 		if err != nil {
@@ -520,6 +544,13 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 		r.Note = strings.Join(notes, "; ")
 	}
 	if !s.bare {
+		t, err := checkTxOrders(ctx, e, allKeys, s.replication == "async")
+		if err != nil {
+			return r, err
+		}
+		r.Violations = append(r.Violations, t.v...)
+		r.TxKeys, r.TxOrders, r.TxStored, r.TxFound, r.TxLost = t.keys, t.orders, t.stored, t.found, t.lost
+		r.Note = strings.TrimPrefix(r.Note+"; "+t.note(), "; ")
 		f, err := checkInvariants(ctx, e, keys, pairs)
 		if err != nil {
 			return r, err
@@ -528,19 +559,24 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 		r.Overlaps = len(f.overlaps)
 		if f.ambiguousPairs > 0 {
 			r.AmbiguousPairs = f.ambiguousPairs
-			notes = append(notes, fmt.Sprintf("%d login pairs count more failures than clients were told, no more than the 503s they got (a recorded failure whose reply was lost)", f.ambiguousPairs))
-			r.Note = strings.Join(notes, "; ")
+			r.Note = strings.TrimPrefix(r.Note+"; "+fmt.Sprintf("%d login pairs count more failures than clients were told, no more than the 503s they got (a recorded failure whose reply was lost)", f.ambiguousPairs), "; ")
 		}
 		// Keys whose runs overlapped because a handler ran past its
 		// lease: idem's limit while a fault outlasts the lease.
 		pastLease, overlapped := map[string]bool{}, map[string]bool{}
 		var unchecked []string
+		limited := map[string][]string{} // key → what explains it: its runs, its overlaps
 		for _, o := range f.overlaps {
 			overlapped[o.a.key] = true
-			if o.pastLease() {
+			switch {
+			case o.pastLease():
 				pastLease[o.a.key] = true
 				unchecked = append(unchecked, o.String()+": the first handler ran past its lease")
-			} else {
+			case f.limit[o.a.key] && o.a.status >= 500:
+				// The first handler answered 5xx for a write whose outcome
+				// it did not know, which landed after the retry had started.
+				limited[o.a.key] = append(limited[o.a.key], o.String()+": the first handler had answered 5xx")
+			default:
 				r.Violations = append(r.Violations, o.String()+": the first handler had returned before the second started, and its effect landed after")
 			}
 		}
@@ -555,6 +591,12 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 			switch {
 			case pastLease[k]:
 				unchecked = append(unchecked, msg)
+			case f.limit[k]:
+				// The documented limit of the non-transactional mode: a
+				// handler answered 5xx for a write whose outcome it did not
+				// know, which landed anyway; the retry ran the key again.
+				// The transactional endpoint exists for it.
+				limited[k] = append(limited[k], msg)
 			case s.proxied && outlasted && !overlapped[k] && f.firstAnswered[k]:
 				// A response sent (a client got the first run's as the
 				// original) but not stored before the lease ended: the
@@ -575,6 +617,17 @@ func runScenario(ctx context.Context, e *env, cfg Config, s scenario) (Result, e
 			default:
 				r.Violations = append(r.Violations, msg)
 			}
+		}
+		if len(limited) > 0 {
+			r.FailedLanded = len(limited)
+			msgs := []string{fmt.Sprintf("%d non-transactional keys ran again after a handler answered 5xx for a write that landed anyway "+
+				"(the documented limit of the non-transactional mode, not a violation)", len(limited))}
+			for _, k := range slices.Sorted(maps.Keys(limited)) {
+				if len(msgs) <= 5 {
+					msgs = append(msgs, limited[k]...)
+				}
+			}
+			r.Note = strings.TrimPrefix(r.Note+"; "+strings.Join(msgs, "; "), "; ")
 		}
 		if notStored > 0 {
 			r.ConfigErrors = append(r.ConfigErrors, fmt.Sprintf(
@@ -756,7 +809,7 @@ func checkInvariants(ctx context.Context, e *env, keys map[string]*keyState, pai
 		return f, err
 	}
 	defer db.Close()
-	f.once, f.firstAnswered = map[string]string{}, map[string]bool{}
+	f.once, f.firstAnswered, f.limit = map[string]string{}, map[string]bool{}, map[string]bool{}
 	violate := func(format string, args ...any) {
 		if len(f.v) < 50 {
 			f.v = append(f.v, fmt.Sprintf(format, args...))
@@ -778,12 +831,18 @@ func checkInvariants(ctx context.Context, e *env, keys map[string]*keyState, pai
 		}
 	}
 	for k, st := range keys {
+		if st.tx {
+			continue // checkTxOrders checks the transactional endpoint's keys
+		}
 		nonces := effects[k]
 		violate := violate
 		if len(nonces) > 1 {
 			f.once[k] = fmt.Sprintf("key %s: the handler ran %d times", k, len(nonces))
 			if byKey[k][0].started != byKey[k][0].landed { // the runs' times are known
 				f.once[k] += ": " + describeRuns(byKey[k], st)
+			}
+			if failedLanded(byKey[k]) {
+				f.limit[k] = true
 			}
 			if firstOriginal(byKey[k], st) {
 				f.firstAnswered[k] = true
@@ -872,10 +931,34 @@ type findings struct {
 	// firstAnswered holds the keys of once whose first run's response a
 	// client got as the original: that run finished and answered.
 	firstAnswered map[string]bool
+	// limit holds the keys of once whose runs all answered a 5xx but one
+	// at most (see failedLanded): the documented limit of the
+	// non-transactional mode, reported apart.
+	limit map[string]bool
 	// ambiguousPairs counts, behind a fault proxy, the login pairs with
 	// more failures recorded than clients were told, but no more than
 	// clients were answered 503.
 	ambiguousPairs int
+}
+
+// failedLanded reports whether a key's runs are explained by the
+// documented limit of the non-transactional mode: every run but one at
+// most had its handler answer a 5xx (it reported failure, its client got
+// a 5xx and the middleware released the key) while its effect landed
+// anyway, so a retry ran the key again. A run whose answer was not
+// recorded, or any second run that answered other than 5xx, is not
+// explained.
+func failedLanded(runs []effectRun) bool {
+	if len(runs) < 2 {
+		return false
+	}
+	ok := 0
+	for _, r := range runs {
+		if r.status < 500 {
+			ok++
+		}
+	}
+	return ok <= 1
 }
 
 func eachRow(ctx context.Context, db *sql.DB, query string, each func(*sql.Rows) error) error {
