@@ -24,6 +24,14 @@
 //   - every idempotency key's handler side effect happened at most once, and
 //     exactly once for every key whose client got a 2xx or 4xx (the side
 //     effects are rows of the suite's own table, soak_effects);
+//   - every other key goes to a transactional endpoint, POST /tx-orders
+//     (idem.Config.Transactional), whose handler inserts one row of
+//     soak_tx_orders through the request's transaction: for every such key
+//     exactly one order if and only if a stored record, with the record's
+//     nonce, and every client that got a 2xx finds its order (see
+//     checkTxOrders; counted in Result.TxOrders, TxStored, TxFound). An
+//     asynchronous failover may lose an acknowledged order, but only with
+//     its record (Result.TxLost);
 //   - no client got a replay that differs from the original response
 //     (status, body, Content-Type, Location), and no stored record has a
 //     5xx status;
@@ -58,7 +66,13 @@
 // handler was still running when the later one started (so past its
 // lease) and a key whose first response was sent but not stored before
 // the lease ended are reported as configuration errors (listed in
-// Result.Unchecked); any other key that ran twice is a violation. Behind
+// Result.Unchecked); any other key that ran twice is a violation, but
+// one: a non-transactional key whose earlier runs' handlers all answered
+// 5xx (a write whose outcome they did not know) while their effects
+// landed anyway, so that the retry ran the key again, is the documented
+// limit of the non-transactional mode, which the transactional one exists
+// for. Such keys are counted (Result.FailedLanded) and their runs noted,
+// in every scenario, not counted as violations. Behind
 // a fault proxy a login failure may be recorded though its reply was
 // lost: a pair with more failures than clients were told, but no more
 // than the 503s they got, is counted (Result.AmbiguousPairs), not a

@@ -76,7 +76,8 @@ type Result struct {
 	// Overlaps is the number of pairs of runs of one key whose [start,
 	// end] intervals overlap (see findOverlaps); each is a violation,
 	// unless the earlier run's handler itself ran past its lease, which is
-	// reported as a configuration error and listed in Unchecked.
+	// reported as a configuration error and listed in Unchecked, or it
+	// answered 5xx and its key is counted in FailedLanded.
 	Overlaps int `json:"overlaps"`
 	// LateCalls is the number of client calls that took longer than the
 	// request timeout plus CallSlack, LateWorst the longest; any is a
@@ -954,7 +955,10 @@ func failedLanded(runs []effectRun) bool {
 	}
 	ok := 0
 	for _, r := range runs {
-		if r.status < 500 {
+		switch {
+		case r.status == 0:
+			return false
+		case r.status < 500:
 			ok++
 		}
 	}

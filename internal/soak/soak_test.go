@@ -27,6 +27,7 @@ func TestInvariantsCatchViolations(t *testing.T) {
 	db := pgtest.Open(t, url)
 	_, err := db.ExecContext(ctx, effectsDDL+`;
 		INSERT INTO soak_effects ("key", "instance", "nonce") VALUES ('twice', 'i0', 'n1'), ('twice', 'i1', 'n2'), ('replayed', 'i0', 'n3'), ('fine', 'i0', 'n4'), ('headers', 'i0', 'n5');
+		INSERT INTO soak_effects ("key", "instance", "nonce", "status") VALUES ('limited', 'i0', 'n6', 503), ('limited', 'i1', 'n7', 201);
 		INSERT INTO idempotency_records (id, key, route, "requestHash", "responseStatus", "responseBodyJson", "expiresAt")
 			VALUES ('r1', 'k', 'POST /orders', 'h', 500, '{}', now() + interval '1 hour');
 		INSERT INTO auth_attempts (id, email, ip, "failuresCount", "updatedAt") VALUES ('a1', 'u@example.com', '192.0.2.1', 3, now())`)
@@ -44,13 +45,20 @@ func TestInvariantsCatchViolations(t *testing.T) {
 		"unanswered": {},
 		"fine":       {answered: true, originals: 1, responses: []response{created("fine", "n4", false), created("fine", "n4", true)}},
 		"headers":    {answered: true, originals: 1, responses: []response{created("headers", "n5", false), otherType}},
+		"limited":    {answered: true, originals: 1, responses: []response{created("limited", "n7", false)}},
+		// A key of the transactional endpoint: checkTxOrders checks it.
+		"tx": {tx: true, answered: true, originals: 1, responses: []response{created("tx", "t1", false)}},
 	}
 	pairs := []*pair{{email: "u@example.com", ip: "192.0.2.1", recorded: 5}}
 	f, err := checkInvariants(ctx, &env{url: url}, keys, pairs)
 	require.NoError(t, err)
 	// A key whose handler ran twice is reported apart: a fault that
 	// outlasted the lease explains it.
-	assert.Equal(t, map[string]string{"twice": "key twice: the handler ran 2 times"}, f.once)
+	assert.Equal(t, map[string]string{"twice": "key twice: the handler ran 2 times", "limited": "key limited: the handler ran 2 times"}, f.once)
+	// Of them, a key whose first run answered 5xx while its effect landed
+	// is the documented limit of the non-transactional mode; the other is
+	// not.
+	assert.Equal(t, map[string]bool{"limited": true}, f.limit)
 	all := strings.Join(f.v, "\n")
 	for _, want := range []string{
 		"key missing: a client got a final answer but the side effect is missing",
@@ -64,6 +72,7 @@ func TestInvariantsCatchViolations(t *testing.T) {
 		assert.Contains(t, all, want)
 	}
 	assert.NotContains(t, all, "key fine")
+	assert.NotContains(t, all, "key tx")
 }
 
 // A short run of every scenario finds no violation. "make soak" runs the
@@ -99,8 +108,18 @@ func TestSoakShort(t *testing.T) {
 		assert.Empty(t, r.Violations, r.Scenario)
 		assert.Empty(t, r.ConfigErrors, r.Scenario)
 		// The load's recorder counts the load alone (2×60 orders, 10×7
-		// logins), not the retries after it, nor the recovery probe.
+		// logins), not the retries after it, nor the recovery probe. Half
+		// of the 60 keys go to the transactional endpoint, so the count
+		// is unchanged.
 		assert.Equal(t, 190, r.Sent, r.Scenario)
+		if r.Scenario != "two-instances-bare" {
+			// Every transactional key answered has one order and one
+			// stored record, and every 2xx found its order.
+			assert.Equal(t, 30, r.TxKeys, r.Scenario)
+			assert.Equal(t, 30, r.TxOrders, r.Scenario)
+			assert.Equal(t, 30, r.TxStored, r.Scenario)
+			assert.Positive(t, r.TxFound, r.Scenario)
+		}
 		// Every fault happened, during the load.
 		assert.Len(t, r.Faults, len(byName[r.Scenario].marks), r.Scenario)
 		for _, f := range r.Faults {
