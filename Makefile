@@ -65,7 +65,7 @@ bench: ## run the benchmarks (service vs hand-written SQL baselines)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
 
 .PHONY: soak
-soak: ## fault-and-load suite: restart, killed connections, slow database, pool exhaustion, two instances (plus a baseline without the middleware), failover to an async and a sync standby
+soak: ## fault-and-load suite: restart, killed connections, slow database, pool exhaustion, two instances (and a bare baseline), failover (async, sync), partition, lost replies, resets, latency
 	$(GO) run ./cmd/soak $(SOAKFLAGS)
 
 .PHONY: lint
