@@ -1070,7 +1070,12 @@ func TestMiddlewareStoresResponseFinishedAtLeaseEnd(t *testing.T) {
 		w.WriteHeader(http.StatusCreated)
 	}))
 	require.Equal(t, http.StatusCreated, post(h, "k", "{}").Code)
-	assert.Equal(t, []EventKind{EventStored}, kinds)
+	// The clock jumped to the lease's end inside the handler: the lease
+	// guard may have told it to stop before it wrote (a late write,
+	// reported), but its 2xx is stored all the same.
+	require.NotEmpty(t, kinds)
+	assert.Equal(t, EventStored, kinds[len(kinds)-1], "%v", kinds)
+	assert.NotContains(t, kinds, EventReleased)
 	assert.Equal(t, "true", post(h, "k", "{}").Header().Get("Idempotent-Replayed"))
 	assert.Equal(t, int64(1), calls.Load())
 }
