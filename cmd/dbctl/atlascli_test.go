@@ -219,15 +219,19 @@ func atlasInterop(t *testing.T, bin string) {
 				for _, first := range ts {
 					for _, next := range ts {
 						wg.Add(1)
-						go t.Run(first.name+" then "+next.name, func(t *testing.T) {
+						go func() {
+							// Done once t.Run has returned, the subtest's
+							// cleanups (its database's removal) included.
 							defer wg.Done()
-							o, ok := interopRun(t, atlas, first, next, sc.mode, sc.fix, searchPath)
-							if ok {
-								mu.Lock()
-								outcomes[first.name+" then "+next.name] = o
-								mu.Unlock()
-							}
-						})
+							t.Run(first.name+" then "+next.name, func(t *testing.T) {
+								o, ok := interopRun(t, atlas, first, next, sc.mode, sc.fix, searchPath)
+								if ok {
+									mu.Lock()
+									outcomes[first.name+" then "+next.name] = o
+									mu.Unlock()
+								}
+							})
+						}()
 					}
 				}
 				wg.Wait()
