@@ -10,11 +10,13 @@
 package drift
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"ariga.io/atlas/sql/migrate"
 
@@ -67,6 +69,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, errors.New("drift: Dir and Dev are required")
 	}
 	r := &Report{}
+	var defers cleanups
+	defer defers.run()
 	sumErr := migration.Validate(opts.Dir)
 	r.add(CheckSum, errLines(sumErr))
 	if sumErr != nil {
@@ -74,51 +78,82 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return r.done(), nil
 	}
 
-	pending, err := entPending(ctx, opts)
-	if err != nil {
+	// The checks after atlas.sum wait on the database server, not the CPU:
+	// each scratch database is created and built, and the live database
+	// reached, at the same time. The ent check replays the directory on a
+	// scratch database of its own; the migrations are applied once, to a
+	// second one, which the spec and the live database are compared with.
+	// Errors are reported in the order the checks are listed.
+	var (
+		wg                               sync.WaitGroup
+		pending                          []string
+		entErr, migErr, specErr, liveErr error
+		migrated, specDB, live           *sql.DB
+	)
+	wg.Go(func() { pending, entErr = entPending(ctx, opts) })
+	wg.Go(func() {
+		db, drop, err := scratch(ctx, opts.Dev, "drift_migrations")
+		if err != nil {
+			migErr = err
+			return
+		}
+		defers.add(drop)
+		migrated = db
+		if _, err := migration.Apply(ctx, db, opts.Dir, migration.ApplyOptions{}); err != nil {
+			migErr = fmt.Errorf("drift: apply the migrations to a scratch database: %w", err)
+		}
+	})
+	if opts.Spec != "" {
+		wg.Go(func() {
+			db, drop, err := scratch(ctx, opts.Dev, "drift_spec")
+			if err != nil {
+				specErr = err
+				return
+			}
+			defers.add(drop)
+			specDB = db
+			if _, err := db.ExecContext(ctx, opts.Spec); err != nil {
+				specErr = fmt.Errorf("drift: run the spec SQL on a scratch database: %w", err)
+			}
+		})
+	}
+	if opts.URL != "" {
+		wg.Go(func() {
+			db, err := database.Open(opts.URL)
+			if err != nil {
+				liveErr = err
+				return
+			}
+			defers.add(func() { _ = db.Close() })
+			if err := db.PingContext(ctx); err != nil {
+				liveErr = fmt.Errorf("drift: connect to the live database: %w", err)
+				return
+			}
+			live = db
+		})
+	}
+	wg.Wait()
+	if err := cmp.Or(entErr, migErr); err != nil {
 		return nil, err
 	}
 	r.add(CheckEnt, pending)
 
-	migrated, dropMigrated, err := scratch(ctx, opts.Dev, "drift_migrations")
-	if err != nil {
+	var specDiffs, liveDiffs []string
+	if opts.Spec != "" && specErr == nil {
+		wg.Go(func() { specDiffs, specErr = Compare(ctx, specDB, migrated, "public", "public") })
+	}
+	if opts.URL != "" && liveErr == nil {
+		wg.Go(func() { liveDiffs, liveErr = Compare(ctx, migrated, live, "public", opts.Schema) })
+	}
+	wg.Wait()
+	if err := cmp.Or(specErr, liveErr); err != nil {
 		return nil, err
 	}
-	defer dropMigrated()
-	if _, err := migration.Apply(ctx, migrated, opts.Dir, migration.ApplyOptions{}); err != nil {
-		return nil, fmt.Errorf("drift: apply the migrations to a scratch database: %w", err)
-	}
-
 	if opts.Spec != "" {
-		specDB, dropSpec, err := scratch(ctx, opts.Dev, "drift_spec")
-		if err != nil {
-			return nil, err
-		}
-		defer dropSpec()
-		if _, err := specDB.ExecContext(ctx, opts.Spec); err != nil {
-			return nil, fmt.Errorf("drift: run the spec SQL on a scratch database: %w", err)
-		}
-		diffs, err := Compare(ctx, specDB, migrated, "public", "public")
-		if err != nil {
-			return nil, err
-		}
-		r.add(CheckSpec, diffs)
+		r.add(CheckSpec, specDiffs)
 	}
-
 	if opts.URL != "" {
-		live, err := database.Open(opts.URL)
-		if err != nil {
-			return nil, err
-		}
-		defer live.Close()
-		if err := live.PingContext(ctx); err != nil {
-			return nil, fmt.Errorf("drift: connect to the live database: %w", err)
-		}
-		diffs, err := Compare(ctx, migrated, live, "public", opts.Schema)
-		if err != nil {
-			return nil, err
-		}
-		r.add(CheckLive, diffs)
+		r.add(CheckLive, liveDiffs)
 	}
 	return r.done(), nil
 }
@@ -210,6 +245,27 @@ func entPending(ctx context.Context, opts Options) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// cleanups are the closes and drops of one run, added from its goroutines
+// and run at its end, at once.
+type cleanups struct {
+	mu  sync.Mutex
+	fns []func()
+}
+
+func (c *cleanups) add(fn func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fns = append(c.fns, fn)
+}
+
+func (c *cleanups) run() {
+	var wg sync.WaitGroup
+	for _, fn := range c.fns {
+		wg.Go(fn)
+	}
+	wg.Wait()
 }
 
 func scratch(ctx context.Context, dev *devdb.Server, prefix string) (*sql.DB, func(), error) {
