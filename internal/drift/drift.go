@@ -78,30 +78,34 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return r.done(), nil
 	}
 
-	// The checks after atlas.sum wait on the database server, not the CPU:
-	// each scratch database is created and built, and the live database
-	// reached, at the same time. The ent check replays the directory on a
-	// scratch database of its own; the migrations are applied once, to a
-	// second one, which the spec and the live database are compared with.
-	// Errors are reported in the order the checks are listed.
+	// The checks after atlas.sum wait on the database server, not the CPU,
+	// so they run at the same time. The ent check replays the directory on
+	// a scratch database of its own. The migrations are applied once, to a
+	// second one; the spec is built on a third and the live database
+	// reached meanwhile, and each is compared with the migrations as soon
+	// as both sides are ready. Errors are reported in the order the checks
+	// are listed.
 	var (
 		wg                               sync.WaitGroup
-		pending                          []string
+		migReady                         = make(chan struct{})
+		migrated                         *sql.DB
+		pending, specDiffs, liveDiffs    []string
 		entErr, migErr, specErr, liveErr error
-		migrated, specDB, live           *sql.DB
 	)
 	wg.Go(func() { pending, entErr = entPending(ctx, opts) })
 	wg.Go(func() {
+		defer close(migReady)
 		db, drop, err := scratch(ctx, opts.Dev, "drift_migrations")
 		if err != nil {
 			migErr = err
 			return
 		}
 		defers.add(drop)
-		migrated = db
 		if _, err := migration.Apply(ctx, db, opts.Dir, migration.ApplyOptions{}); err != nil {
 			migErr = fmt.Errorf("drift: apply the migrations to a scratch database: %w", err)
+			return
 		}
+		migrated = db
 	})
 	if opts.Spec != "" {
 		wg.Go(func() {
@@ -111,9 +115,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 				return
 			}
 			defers.add(drop)
-			specDB = db
 			if _, err := db.ExecContext(ctx, opts.Spec); err != nil {
 				specErr = fmt.Errorf("drift: run the spec SQL on a scratch database: %w", err)
+				return
+			}
+			if <-migReady; migrated != nil {
+				specDiffs, specErr = Compare(ctx, db, migrated, "public", "public")
 			}
 		})
 	}
@@ -129,26 +136,16 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 				liveErr = fmt.Errorf("drift: connect to the live database: %w", err)
 				return
 			}
-			live = db
+			if <-migReady; migrated != nil {
+				liveDiffs, liveErr = Compare(ctx, migrated, db, "public", opts.Schema)
+			}
 		})
 	}
 	wg.Wait()
-	if err := cmp.Or(entErr, migErr); err != nil {
+	if err := cmp.Or(entErr, migErr, specErr, liveErr); err != nil {
 		return nil, err
 	}
 	r.add(CheckEnt, pending)
-
-	var specDiffs, liveDiffs []string
-	if opts.Spec != "" && specErr == nil {
-		wg.Go(func() { specDiffs, specErr = Compare(ctx, specDB, migrated, "public", "public") })
-	}
-	if opts.URL != "" && liveErr == nil {
-		wg.Go(func() { liveDiffs, liveErr = Compare(ctx, migrated, live, "public", opts.Schema) })
-	}
-	wg.Wait()
-	if err := cmp.Or(specErr, liveErr); err != nil {
-		return nil, err
-	}
 	if opts.Spec != "" {
 		r.add(CheckSpec, specDiffs)
 	}
@@ -165,19 +162,25 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 // the catalog's differences are returned with a line saying so; an Atlas
 // error on schemas the catalog finds equal is returned as an error.
 func Compare(ctx context.Context, want, got *sql.DB, wantSchema, gotSchema string) ([]string, error) {
-	ws, err := schemadiff.Inspect(ctx, want, wantSchema)
-	if err != nil {
-		return nil, err
-	}
-	gs, err := schemadiff.Inspect(ctx, got, gotSchema)
-	if err != nil {
+	// The four inspections (two by catalog, two by Atlas) run at once.
+	var (
+		wg                   sync.WaitGroup
+		ws, gs               *schemadiff.Snapshot
+		wErr, gErr, atlasErr error
+		atlas                []string
+	)
+	wg.Go(func() { ws, wErr = schemadiff.Inspect(ctx, want, wantSchema) })
+	wg.Go(func() { gs, gErr = schemadiff.Inspect(ctx, got, gotSchema) })
+	wg.Go(func() { atlas, atlasErr = atlasDiff(ctx, want, got, wantSchema, gotSchema) })
+	wg.Wait()
+	if err := cmp.Or(wErr, gErr); err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, d := range schemadiff.Compare(ws, gs) {
 		out = append(out, d.String())
 	}
-	atlas, err := atlasDiff(ctx, want, got, wantSchema, gotSchema)
+	err := atlasErr
 	switch {
 	case err != nil && len(out) > 0:
 		return append(out, "atlas: could not compare the schemas past the differences above: "+oneLine(err.Error())), nil
@@ -188,17 +191,13 @@ func Compare(ctx context.Context, want, got *sql.DB, wantSchema, gotSchema strin
 }
 
 func atlasDiff(ctx context.Context, want, got *sql.DB, wantSchema, gotSchema string) ([]string, error) {
-	var out []string
-	toWant, err := schemadiff.AtlasDiff(ctx, got, want, gotSchema, wantSchema)
+	toWant, fromWant, err := schemadiff.AtlasDiffBoth(ctx, got, want, gotSchema, wantSchema)
 	if err != nil {
 		return nil, err
 	}
+	var out []string
 	for _, s := range toWant {
 		out = append(out, "atlas: to reach the expected schema: "+s)
-	}
-	fromWant, err := schemadiff.AtlasDiff(ctx, want, got, wantSchema, gotSchema)
-	if err != nil {
-		return nil, err
 	}
 	for _, s := range fromWant {
 		out = append(out, "atlas: the expected schema differs by: "+s)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 
 	"ariga.io/atlas/sql/postgres"
 	"ariga.io/atlas/sql/schema"
@@ -27,6 +28,42 @@ func AtlasDiff(ctx context.Context, from, to *sql.DB, fromSchema, toSchema strin
 	if err != nil {
 		return nil, err
 	}
+	return plan(ctx, fromDrv, fromS, toS)
+}
+
+// AtlasDiffBoth is [AtlasDiff] in both directions, inspecting each schema
+// once: forward is AtlasDiff(a, b, aSchema, bSchema) and backward
+// AtlasDiff(b, a, bSchema, aSchema). The two schemas are inspected at the
+// same time.
+func AtlasDiffBoth(ctx context.Context, a, b *sql.DB, aSchema, bSchema string) (forward, backward []string, err error) {
+	var (
+		wg         sync.WaitGroup
+		aDrv, bDrv *postgres.Driver
+		aS, bS     *schema.Schema
+		aErr, bErr error
+	)
+	wg.Go(func() { aDrv, aS, aErr = inspect(ctx, a, cmp.Or(aSchema, "public")) })
+	wg.Go(func() { bDrv, bS, bErr = inspect(ctx, b, cmp.Or(bSchema, "public")) })
+	wg.Wait()
+	if err := cmp.Or(aErr, bErr); err != nil {
+		return nil, nil, err
+	}
+	// plan gives the target the source's name and attributes; each
+	// direction starts from the names as inspected.
+	aName, aAttrs, bName, bAttrs := aS.Name, aS.Attrs, bS.Name, bS.Attrs
+	if forward, err = plan(ctx, aDrv, aS, bS); err != nil {
+		return nil, nil, err
+	}
+	aS.Name, aS.Attrs, bS.Name, bS.Attrs = aName, aAttrs, bName, bAttrs
+	if backward, err = plan(ctx, bDrv, bS, aS); err != nil {
+		return nil, nil, err
+	}
+	return forward, backward, nil
+}
+
+// plan returns the statements that turn fromS into toS, planned by
+// fromDrv; toS takes fromS's name and attributes.
+func plan(ctx context.Context, fromDrv *postgres.Driver, fromS, toS *schema.Schema) ([]string, error) {
 	// Atlas diffs schemas of the same name; the tables keep pointing at
 	// their schema, so renaming it renames their qualifier too. What is
 	// compared is the tables, not the schema object: its attributes (the
@@ -39,12 +76,12 @@ func AtlasDiff(ctx context.Context, from, to *sql.DB, fromSchema, toSchema strin
 	if len(changes) == 0 {
 		return nil, nil
 	}
-	plan, err := fromDrv.PlanChanges(ctx, "drift", changes)
+	p, err := fromDrv.PlanChanges(ctx, "drift", changes)
 	if err != nil {
 		return nil, fmt.Errorf("schemadiff: atlas plan: %w", err)
 	}
-	stmts := make([]string, 0, len(plan.Changes))
-	for _, c := range plan.Changes {
+	stmts := make([]string, 0, len(p.Changes))
+	for _, c := range p.Changes {
 		stmts = append(stmts, c.Cmd)
 	}
 	return stmts, nil
