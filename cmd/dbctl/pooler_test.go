@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"database/sql"
-	"errors"
-	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,27 +13,6 @@ import (
 	"github.com/klozd/api/internal/pgcluster"
 	"github.com/klozd/api/internal/pgtest"
 )
-
-// throughBouncer returns rawURL rewritten to go through a new PgBouncer in
-// mode in front of its server, stopped when the test ends.
-func throughBouncer(t *testing.T, rawURL, mode string) string {
-	t.Helper()
-	u, err := url.Parse(rawURL)
-	require.NoError(t, err)
-	port, err := strconv.Atoi(u.Port())
-	require.NoError(t, err)
-	pw, _ := u.User.Password()
-	b, err := pgcluster.StartBouncer(context.Background(), pgcluster.BouncerOptions{
-		Host: u.Hostname(), Port: port, Users: map[string]string{u.User.Username(): pw}, PoolMode: mode,
-	})
-	if errors.Is(err, pgcluster.ErrNoBouncer) {
-		t.Fatal("install pgbouncer (apt-get install pgbouncer) or set PGBOUNCER")
-	}
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = b.Stop() })
-	u.Host = b.Addr()
-	return u.String()
-}
 
 // assertRefusedPooler checks that r is the one-line refusal of a
 // transaction pooler.
@@ -74,7 +50,7 @@ func migrationLocks(t *testing.T, db *sql.DB) []int {
 func TestApplyThroughTransactionPoolerRefuses(t *testing.T) {
 	t.Parallel()
 	direct := pgtest.EmptyURL(t)
-	pooled := throughBouncer(t, direct, pgcluster.PoolTransaction)
+	pooled := pgtest.ThroughBouncer(t, direct, pgcluster.PoolTransaction)
 	r := dbctl(t, "migrate", "apply", "--url", pooled, "--dir", "../../migrations")
 	assertRefusedPooler(t, r, "dbctl migrate apply")
 	assert.Empty(t, r.stdout)
@@ -91,7 +67,7 @@ func TestApplyThroughTransactionPoolerRefuses(t *testing.T) {
 // not matter once DIRECT_URL is set. Not parallel: it sets them.
 func TestApplyReadsDirectURLFirst(t *testing.T) {
 	direct := pgtest.EmptyURL(t)
-	pooled := throughBouncer(t, direct, pgcluster.PoolTransaction)
+	pooled := pgtest.ThroughBouncer(t, direct, pgcluster.PoolTransaction)
 	t.Setenv("DATABASE_URL", pooled)
 	t.Setenv("DIRECT_URL", "")
 	r := dbctl(t, "migrate", "apply", "--dir", "../../migrations")
@@ -108,7 +84,7 @@ func TestApplyReadsDirectURLFirst(t *testing.T) {
 func TestConcurrentApplyThroughTransactionPooler(t *testing.T) {
 	t.Parallel()
 	direct := pgtest.EmptyURL(t)
-	pooled := throughBouncer(t, direct, pgcluster.PoolTransaction)
+	pooled := pgtest.ThroughBouncer(t, direct, pgcluster.PoolTransaction)
 	const runs = 4
 	var (
 		wg      sync.WaitGroup
@@ -139,7 +115,7 @@ func TestConcurrentApplyThroughTransactionPooler(t *testing.T) {
 func TestApplyThroughSessionPooler(t *testing.T) {
 	t.Parallel()
 	direct := pgtest.EmptyURL(t)
-	pooled := throughBouncer(t, direct, pgcluster.PoolSession)
+	pooled := pgtest.ThroughBouncer(t, direct, pgcluster.PoolSession)
 	r := dbctl(t, "migrate", "apply", "--url", pooled, "--dir", "../../migrations")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "Applied "+firstFile)
@@ -156,7 +132,7 @@ func TestApplyThroughSessionPooler(t *testing.T) {
 func TestCommandsThroughTransactionPoolerRefuse(t *testing.T) {
 	t.Parallel()
 	direct := pgtest.URL(t)
-	pooled := throughBouncer(t, direct, pgcluster.PoolTransaction)
+	pooled := pgtest.ThroughBouncer(t, direct, pgcluster.PoolTransaction)
 	for _, c := range []struct {
 		name string
 		args []string

@@ -3,9 +3,6 @@ package migration_test
 import (
 	"context"
 	"database/sql"
-	"errors"
-	"net/url"
-	"strconv"
 	"testing"
 
 	"ariga.io/atlas/sql/migrate"
@@ -18,27 +15,6 @@ import (
 	"github.com/klozd/api/internal/pgcluster"
 	"github.com/klozd/api/internal/pgtest"
 )
-
-// throughBouncer returns rawURL rewritten to go through a new PgBouncer in
-// mode in front of its server, stopped when the test ends.
-func throughBouncer(t *testing.T, rawURL, mode string) string {
-	t.Helper()
-	u, err := url.Parse(rawURL)
-	require.NoError(t, err)
-	port, err := strconv.Atoi(u.Port())
-	require.NoError(t, err)
-	pw, _ := u.User.Password()
-	b, err := pgcluster.StartBouncer(context.Background(), pgcluster.BouncerOptions{
-		Host: u.Hostname(), Port: port, Users: map[string]string{u.User.Username(): pw}, PoolMode: mode,
-	})
-	if errors.Is(err, pgcluster.ErrNoBouncer) {
-		t.Fatal("install pgbouncer (apt-get install pgbouncer) or set PGBOUNCER")
-	}
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = b.Stop() })
-	u.Host = b.Addr()
-	return u.String()
-}
 
 // lockHolders returns the backends holding the migration lock in the
 // database of db.
@@ -67,13 +43,13 @@ func TestCheckSessionDirect(t *testing.T) {
 // migrating through it is fine.
 func TestCheckSessionSessionPooling(t *testing.T) {
 	t.Parallel()
-	db := pgtest.Open(t, throughBouncer(t, pgtest.EmptyURL(t), pgcluster.PoolSession))
+	db := pgtest.Open(t, pgtest.ThroughBouncer(t, pgtest.EmptyURL(t), pgcluster.PoolSession))
 	assert.NoError(t, migration.CheckSession(context.Background(), db))
 }
 
 func TestCheckSessionTransactionPooling(t *testing.T) {
 	t.Parallel()
-	db := pgtest.Open(t, throughBouncer(t, pgtest.EmptyURL(t), pgcluster.PoolTransaction))
+	db := pgtest.Open(t, pgtest.ThroughBouncer(t, pgtest.EmptyURL(t), pgcluster.PoolTransaction))
 	err := migration.CheckSession(context.Background(), db)
 	assert.ErrorIs(t, err, migration.ErrPooled)
 }
@@ -84,7 +60,7 @@ func TestApplyThroughTransactionPoolerRefuses(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	direct := pgtest.EmptyURL(t)
-	pooled := pgtest.Open(t, throughBouncer(t, direct, pgcluster.PoolTransaction))
+	pooled := pgtest.Open(t, pgtest.ThroughBouncer(t, direct, pgcluster.PoolTransaction))
 	report, err := migration.Apply(ctx, pooled, dirWith(t, nil), migration.ApplyOptions{})
 	require.ErrorIs(t, err, migration.ErrPooled)
 	assert.Nil(t, report)
@@ -101,7 +77,7 @@ func TestApplyThroughTransactionPoolerRefuses(t *testing.T) {
 func TestApplyThroughSessionPooler(t *testing.T) {
 	t.Parallel()
 	direct := pgtest.EmptyURL(t)
-	pooled := pgtest.Open(t, throughBouncer(t, direct, pgcluster.PoolSession))
+	pooled := pgtest.Open(t, pgtest.ThroughBouncer(t, direct, pgcluster.PoolSession))
 	report, err := migration.Apply(context.Background(), pooled, dirWith(t, nil), migration.ApplyOptions{})
 	require.NoError(t, err)
 	require.Len(t, report.Applied, 1)

@@ -115,3 +115,30 @@ func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
 }
+
+// ThroughBouncer returns dbURL, a URL of the test server, rewritten to go
+// through a PgBouncer of its own in the given pool mode, which lets in
+// dbURL's role and is stopped when the test ends. Unlike [StartBouncer],
+// whose bouncers the tests of a binary share, nothing else uses it: tests
+// of what a pooler leaves behind (a lock held by an idle server
+// connection) see only their own traffic.
+func ThroughBouncer(t testing.TB, dbURL, mode string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	pw, _ := u.User.Password()
+	b, err := pgcluster.StartBouncer(context.Background(), pgcluster.BouncerOptions{
+		Host: u.Hostname(), Port: atoi(u.Port()), Users: map[string]string{u.User.Username(): pw}, PoolMode: mode,
+	})
+	if errors.Is(err, pgcluster.ErrNoBouncer) {
+		t.Fatalf("pgtest: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("pgtest: start pgbouncer: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Stop() })
+	u.Host = b.Addr()
+	return u.String()
+}
